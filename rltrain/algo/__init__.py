@@ -1,0 +1,1 @@
+"""Pure algorithm pieces: advantages, losses, logprob math."""

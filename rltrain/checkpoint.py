@@ -1,0 +1,98 @@
+"""Checkpoints: `checkpoints/step_N/` with the peft adapter, trainer state and a marker written last.
+
+A checkpoint is built in a hidden temp dir and renamed into place, and only a dir holding the
+`COMPLETE` marker is ever trusted, so a kill at any instant leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rltrain.trainer.model import Policy
+
+MARKER = "COMPLETE"
+STATE_FILE = "trainer_state.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, step: int, policy: Policy, extra: dict[str, Any]) -> Path:
+    """Write `checkpoints/step_{step}`; `extra` holds loop state (data position, usage, metrics)."""
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
+    try:
+        policy.save_adapter(tmp)
+        state = {
+            "step": step,
+            "optimizer": policy.optimizer.state_dict(),
+            "scheduler": policy.scheduler.state_dict(),
+            "rng": rng_state(),
+            **extra,
+        }
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / MARKER).write_text(f"{step}\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step_*") if (p / MARKER).is_file() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load_trainer_state(ckpt: Path) -> dict[str, Any]:
+    # weights_only=False: the state holds RNG tuples and numpy arrays, and it is our own file
+    return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+
+
+def restore(policy: Policy, state: dict[str, Any]) -> None:
+    policy.optimizer.load_state_dict(state["optimizer"])
+    policy.scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+
+
+def prune(run_dir: Path, keep_last: int | None) -> None:
+    """Delete all but the newest `keep_last` complete checkpoints, and any incomplete leftovers."""
+    root = run_dir / "checkpoints"
+    for leftover in root.glob(".step_*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if keep_last is None:
+        return
+    for old in complete_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)

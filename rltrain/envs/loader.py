@@ -1,0 +1,95 @@
+"""Resolve an `[[env]] id` to a module and build its environment with `load_environment(**args)`.
+
+Resolution order: a `.py` file path; a built-in in the repository's `environments/` folder; an
+installed package's entry point in group `rltrain.environments`; an importable module; an
+Environments Hub slug `owner/name[@version]` (module `name` with `-` → `_`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from rltrain.envs.base import Environment
+
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "environments"
+ENTRY_POINT_GROUP = "rltrain.environments"
+
+
+class EnvironmentLoadError(RuntimeError):
+    pass
+
+
+def builtin_names() -> list[str]:
+    if not BUILTIN_DIR.is_dir():
+        return []
+    return sorted(p.stem.replace("_", "-") for p in BUILTIN_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def _module_from_file(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise EnvironmentLoadError(f"environment {path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _entry_point(name: str) -> ModuleType | None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in (name, name.replace("-", "_")):
+            loaded = ep.load()
+            return loaded if isinstance(loaded, ModuleType) else importlib.import_module(ep.module)
+    return None
+
+
+def resolve_module(env_id: str) -> ModuleType:
+    if env_id.endswith(".py") or "/" in env_id and Path(env_id).exists():
+        path = Path(env_id).expanduser().resolve()
+        if not path.is_file():
+            raise EnvironmentLoadError(f"environment {env_id}: no such file")
+        return _module_from_file(path, f"rltrain_env_{path.stem}")
+    slug_name = env_id.split("/")[-1].split("@")[0]
+    builtin = BUILTIN_DIR / f"{slug_name.replace('-', '_')}.py"
+    if builtin.is_file() and ("/" not in env_id or env_id.startswith("primeintellect/")):
+        return _module_from_file(builtin, f"rltrain_builtin_{builtin.stem}")
+    found = _entry_point(slug_name)
+    if found is not None:
+        return found
+    module_name = slug_name.replace("-", "_")
+    if importlib.util.find_spec(module_name) is None:
+        hint = f"pip install {slug_name}" if "/" not in env_id else f"prime env install {env_id}"
+        raise EnvironmentLoadError(
+            f"environment {env_id!r}: no built-in, entry point or installed module {module_name!r} "
+            f"(install it with `{hint}` or `pip install -e PATH`, or give a .py file path)"
+        )
+    return importlib.import_module(module_name)
+
+
+def load_environment(env_id: str, args: dict[str, Any] | None = None) -> Any:
+    """Build the environment; returns whatever `load_environment` returned (checked by the caller)."""
+    module = resolve_module(env_id)
+    factory = getattr(module, "load_environment", None)
+    if not callable(factory):
+        raise EnvironmentLoadError(f"environment {env_id!r}: module has no load_environment(**args)")
+    try:
+        env = factory(**(args or {}))
+    except TypeError as err:
+        raise EnvironmentLoadError(f"environment {env_id!r}: load_environment({args}) failed: {err}") from err
+    return env
+
+
+def load_rltrain_environment(env_id: str, args: dict[str, Any] | None = None) -> Environment:
+    env = load_environment(env_id, args)
+    if not isinstance(env, Environment):
+        raise EnvironmentLoadError(
+            f"environment {env_id!r}: load_environment returned {type(env).__name__}, "
+            "expected rltrain.Environment"
+        )
+    return env

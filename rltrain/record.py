@@ -1,0 +1,144 @@
+"""The run record (`run.json`): its only writer. Every write is atomic (temp file + rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Config keys whose values are never copied into the record.
+SECRET_HINTS = ("key", "token", "secret", "password", "credential")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def validate_run_id(run_id: str) -> str:
+    """Run ids become directory names: no separators, no `..`, nothing that escapes output_dir."""
+    if not RUN_ID_RE.match(run_id) or ".." in run_id:
+        raise ValueError(f"run.id: {run_id!r} is not a valid run id (letters, digits, . _ -; at most 128)")
+    return run_id
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("rltrain").joinpath("schema/training-run.schema.json").read_text()
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def redact(value: Any) -> Any:
+    """A copy of a config dict with values under secret-looking keys replaced."""
+    if isinstance(value, dict):
+        return {
+            k: "<redacted>" if any(h in k.lower() for h in SECRET_HINTS) and isinstance(v, str) else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+class RunRecord:
+    """In-memory view of `run.json`; `save()` writes it atomically."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def create(
+        cls, run_dir: Path, run_id: str, base_model: str, environment: str, config: dict[str, Any],
+        team_id: str | None, status: str = "running",
+    ) -> RunRecord:
+        data: dict[str, Any] = {
+            "id": run_id,
+            "base_model": base_model,
+            "environment": environment,
+            "config": redact(config),
+            "status": status,
+            "metrics": {},
+            "checkpoints": [],
+            "usage": {"input_tokens": 0, "output_tokens": 0, "training_tokens": 0, "cost_usd": 0.0},
+            "created_at": now_iso(),
+        }
+        if team_id:
+            data["team_id"] = team_id
+        rec = cls(run_dir / "run.json", data)
+        rec.save()
+        return rec
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord:
+        path = run_dir / "run.json"
+        return cls(path, json.loads(path.read_text()))
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        self.data["status"] = status
+        self.data["updated_at"] = now_iso()
+        if error is not None:
+            self.data["error"] = error
+        elif status in ("running", "succeeded"):
+            self.data.pop("error", None)
+        self.save()
+
+    def update(self, metrics: dict[str, Any], usage: dict[str, Any], checkpoints: list[str]) -> None:
+        self.data["metrics"] = metrics
+        self.data["usage"] = usage
+        self.data["checkpoints"] = checkpoints
+        self.data["updated_at"] = now_iso()
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str) + "\n")
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """One metrics row per line; a torn last line (kill mid-write) is skipped by `read_jsonl`."""
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def truncate_jsonl(path: Path, max_step: int) -> None:
+    """Drop rows past `max_step` (a resumed run replays those steps)."""
+    rows = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= max_step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

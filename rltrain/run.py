@@ -1,0 +1,113 @@
+"""The training loop, top to bottom: sample -> score -> train -> sync adapter -> record."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rltrain import checkpoint as ckpt
+from rltrain.algo.loss import LossConfig
+from rltrain.config import Config
+from rltrain.models import find_spec, resolve_model_path
+from rltrain.rollout.collect import PromptEncoder, collect
+from rltrain.rollout.factory import make_backend, sync_adapter
+from rltrain.session import Session, load_env_files, open_run
+from rltrain.trainer.model import load_policy
+from rltrain.trainer.step import train_step
+from rltrain.types import SamplingParams
+
+log = logging.getLogger("rltrain")
+
+
+def loss_config(cfg: Config) -> LossConfig:
+    a = cfg.algorithm
+    return LossConfig(a.variant, a.clip_eps_low, a.eps_high, a.kl_coef, a.mismatch.mode, a.mismatch.cap)
+
+
+def template_kwargs(cfg: Config) -> dict[str, Any]:
+    spec = find_spec(cfg.model)
+    kwargs: dict[str, Any] = dict(spec.chat_template_kwargs) if spec else {}
+    if cfg.sampling.enable_thinking is not None:
+        kwargs["enable_thinking"] = cfg.sampling.enable_thinking
+    if cfg.sampling.reasoning_effort is not None:
+        kwargs["reasoning_effort"] = cfg.sampling.reasoning_effort
+    return kwargs
+
+
+def train(cfg: Config, resume: Path | None = None, config_dir: Path = Path(".")) -> Session:
+    """Run (or resume) a training run; returns the session with the final record."""
+    for key in cfg.hosted_only_keys_set():
+        log.info("notice: `%s` has no meaning for a local run and is ignored", key)
+    load_env_files(cfg.env_files, config_dir)
+    session, resume_from = open_run(cfg, resume)
+    session.stop.install()
+    print(f"rltrain: run directory {session.run_dir}", flush=True)
+    try:
+        _loop(session, cfg, resume_from)
+    except KeyboardInterrupt:
+        session.record.set_status("cancelled", error="interrupted twice: stopped without a final checkpoint")
+    except BaseException as err:
+        session.tick()
+        session.save_record()
+        session.record.set_status("failed", error=f"{type(err).__name__}: {err}")
+        (session.run_dir / "error.log").write_text(traceback.format_exc())
+        raise
+    print(f"rltrain: run {session.record.status} — {session.run_dir}", flush=True)
+    return session
+
+
+def _loop(session: Session, cfg: Config, resume_from: Path | None) -> None:
+    init_adapter = resume_from or (Path(cfg.checkpoint_id) if cfg.checkpoint_id else None)
+    policy = load_policy(cfg, resolve_model_path(cfg.model), init_adapter)
+    if resume_from is not None:
+        state = ckpt.load_trainer_state(resume_from)
+        ckpt.restore(policy, state)
+        session.restore(state, int(state["step"]))
+    backend = make_backend(cfg, policy, session.run_dir)
+    encoder = PromptEncoder(policy.tokenizer, template_kwargs(cfg))
+    scorer = session.make_scorer()
+    session.open_writer()
+    session.record.set_status("running")
+    sync_adapter(backend, policy, session, session.start_step, first=True)
+    stop_ids = tuple(session.stop_token_ids(policy.tokenizer, policy.model.generation_config.eos_token_id))
+    drop_zero = any(f.type == "zero_advantage" for f in cfg.pre_batch_filters)
+    step = session.start_step
+    with session.progress() as bar:
+        for step in range(session.start_step + 1, cfg.max_steps + 1):
+            if session.stop.requested:
+                step -= 1
+                break
+            t0 = time.perf_counter()
+            position = session.sampler.state_dict()
+            batch = session.sampler.next_batch(step, cfg.prompts_per_step)
+            sampling = SamplingParams(cfg.sampling.max_tokens, cfg.sampling.temperature, cfg.sampling.top_p,
+                                      cfg.sampling.top_k, stop_ids, seed=cfg.run.seed * 1_000_003 + step)
+            ro = collect(backend, encoder, session.slots, batch, cfg.rollouts_per_example, sampling, scorer,
+                         cfg.algorithm.scale_rewards, drop_zero)
+            if session.stop.requested:  # discard this step's rollouts; resume redraws the same prompts
+                session.sampler.load_state_dict(position)
+                step -= 1
+                break
+            t1 = time.perf_counter()
+            a = cfg.algorithm
+            train_metrics = train_step(policy, ro.samples, loss_config(cfg), a.micro_batch_size,
+                                       cfg.sampling.max_tokens, cfg.sampling.temperature, a.max_grad_norm)
+            t2 = time.perf_counter()
+            sync = sync_adapter(backend, policy, session, step)
+            session.export_adapter(step, policy)
+            t3 = time.perf_counter()
+            metrics = session.step_metrics(ro.metrics, train_metrics, sync, (t1 - t0, t2 - t1, t3 - t2, t3 - t0))
+            session.check_skips(train_metrics)
+            session.maybe_eval(step, backend, encoder, sampling, scorer, metrics)
+            session.log_step(step, metrics, ro.records)
+            bar.update(step, metrics)
+            if cfg.checkpoints.interval and step % cfg.checkpoints.interval == 0:
+                session.save_checkpoint(step, policy)
+    if step > session.start_step or not session.checkpoints:
+        session.save_checkpoint(step, policy)
+    scorer.close()
+    backend.close()
+    session.finish("cancelled" if session.stop.requested else "succeeded")

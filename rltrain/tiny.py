@@ -1,0 +1,153 @@
+"""A tiny local model that can learn, built at run time (nothing can be downloaded here).
+
+A byte-level BPE trained on generated text, a ChatML template, and a 2-layer Qwen3 (or Llama) with
+head_dim 64 (vLLM's CPU attention refuses 16) and initializer_range 0.3 (at the default 0.02 the
+logits are nearly uniform and LoRA cannot move them). Built deterministically: the same recipe gives
+the same tokenizer and weights, so the cache key is the recipe version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+RECIPE_VERSION = 1
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+WORDS = (
+    "the a of to and in is it you that he was for on are with as his they be at one have this from "
+    "or had by word but what some we can out other were all there when up use your how said an each "
+    "she which do their time if will way about many then them write would like so these her long make "
+    "thing see him two has look more day could go come did number sound no most people my over know "
+    "water than call first who may down side been now find any new work part take get place made live "
+    "where after back little only round man year came show every good me give our under name very "
+    "through just form sentence great think say help low line differ turn cause much mean before move "
+    "right boy old too same tell does set three want air well also play small end put home read hand "
+    "reverse text answer question letters digits count sum add total"
+).split()
+FAMILIES = ("qwen3", "llama")
+
+
+def _corpus(seed: int = 0, lines: int = 3000) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(lines):
+        kind = rng.random()
+        if kind < 0.4:
+            out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))))
+        elif kind < 0.7:
+            out.append(" ".join(str(rng.randint(0, 9999)) for _ in range(rng.randint(1, 6))))
+        else:
+            out.append(
+                " ".join(rng.choice(WORDS) if rng.random() < 0.6 else str(rng.randint(0, 99)) for _ in range(8))
+            )
+    return out
+
+
+def _build_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        chat_template=CHATML_TEMPLATE,
+    )
+
+
+def _model_config(family: str, vocab_size: int, eos_ids: list[int], pad_id: int):  # type: ignore[no-untyped-def]
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=2048,
+        initializer_range=0.3,
+        tie_word_embeddings=False,
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+        bos_token_id=None,
+        torch_dtype="float32",
+    )
+    if family == "qwen3":
+        from transformers import Qwen3Config
+
+        return Qwen3Config(**common)
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**common)
+
+
+def build_tiny_model(out_dir: str | Path, family: str = "qwen3", vocab_size: int = 1024, seed: int = 0) -> Path:
+    """Write a tiny model + tokenizer to `out_dir` (atomically: a half-built dir is never visible)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    if family not in FAMILIES:
+        raise ValueError(f"tiny model family {family!r}: expected one of {', '.join(FAMILIES)}")
+    out = Path(out_dir)
+    tokenizer = _build_tokenizer(vocab_size)
+    eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = _model_config(family, len(tokenizer), eos_ids, pad_id)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=pad_id, do_sample=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        probe = "write 42 numbers"
+        reloaded = AutoTokenizer.from_pretrained(tmp)
+        if reloaded(probe)["input_ids"] != tokenizer(probe)["input_ids"]:
+            raise RuntimeError("tiny tokenizer changed on reload (transformers swapped the class?)")
+        (tmp / "rltrain_tiny.json").write_text(json.dumps({"family": family, "recipe": RECIPE_VERSION}))
+        if out.exists() and not (out / "rltrain_tiny.json").is_file():
+            shutil.rmtree(out)  # an explicit target that holds something else
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            # Another process finished the same deterministic build first: keep theirs.
+            if not (out / "rltrain_tiny.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def cache_root() -> Path:
+    base = os.environ.get("RLTRAIN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "rltrain"
+    )
+    return Path(base)
+
+
+def tiny_model_path(family: str = "qwen3") -> Path:
+    """The cached tiny model of `family`, built on first use."""
+    path = cache_root() / "models" / f"tiny-{family}-v{RECIPE_VERSION}"
+    if not (path / "rltrain_tiny.json").is_file():
+        build_tiny_model(path, family=family)
+    return path

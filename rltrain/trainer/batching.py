@@ -1,0 +1,68 @@
+"""Samples -> padded micro-batches.
+
+Layout per row: [left pad | prompt | completion | right pad]. Every prompt ends at the same column,
+so the completion logits are one contiguous slice for the whole micro-batch and the model only
+projects those positions to the vocabulary. Rows are sorted by length so similar lengths share a
+micro-batch and padding stays small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rltrain.types import Sample
+
+
+@dataclass
+class MicroBatch:
+    input_ids: Tensor  # [B, P + T]
+    attention_mask: Tensor  # [B, P + T]
+    position_ids: Tensor  # [B, P + T]
+    completion_ids: Tensor  # [B, T]
+    mask: Tensor  # [B, T] float, loss mask (0 on padding)
+    inference_logprobs: Tensor  # [B, T]
+    advantages: Tensor  # [B]
+    prompt_width: int  # P
+
+    @property
+    def completion_width(self) -> int:
+        return int(self.completion_ids.shape[1])
+
+    def to(self, device: torch.device) -> MicroBatch:
+        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.__dict__.items()}
+        return MicroBatch(**moved)
+
+
+def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
+    b = len(samples)
+    p = max(len(s.prompt_ids) for s in samples)
+    t = max(max(len(s.completion_ids) for s in samples), 1)
+    input_ids = torch.full((b, p + t), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, p + t), dtype=torch.long)
+    completion = torch.full((b, t), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, t), dtype=torch.float32)
+    inf_lp = torch.zeros((b, t), dtype=torch.float32)
+    for i, s in enumerate(samples):
+        lp, lc = len(s.prompt_ids), len(s.completion_ids)
+        input_ids[i, p - lp : p] = torch.tensor(s.prompt_ids)
+        attention[i, p - lp : p + lc] = 1
+        if lc:
+            input_ids[i, p : p + lc] = torch.tensor(s.completion_ids)
+            completion[i, :lc] = torch.tensor(s.completion_ids)
+            mask[i, :lc] = torch.tensor(s.loss_mask, dtype=torch.float32)
+            inf_lp[i, :lc] = torch.tensor(s.inference_logprobs, dtype=torch.float32)
+    # positions count real tokens only, so a left-padded row sees the same positions as unpadded
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)  # [B, P + T]
+    advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
+    return MicroBatch(input_ids, attention, positions, completion, mask, inf_lp, advantages, p)
+
+
+def micro_batches(samples: Sequence[Sample], size: int, pad_id: int) -> list[MicroBatch]:
+    """Split into micro-batches of at most `size` rows, grouped by similar length."""
+    order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
+    chunks = [order[i : i + size] for i in range(0, len(order), size)]
+    return [collate([samples[i] for i in chunk], pad_id) for chunk in chunks]

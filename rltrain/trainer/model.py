@@ -1,0 +1,113 @@
+"""The policy: base model + peft LoRA adapter, its optimizer and learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from rltrain.config import Config
+from rltrain.models import default_targets
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are slow there and logprob parity wants fp32), bf16 on GPU."""
+    if requested == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[requested]
+
+
+@dataclass
+class Policy:
+    model: Any  # peft.PeftModel
+    tokenizer: PreTrainedTokenizerBase
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    device: torch.device
+    dtype: torch.dtype
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def save_adapter(self, path: Path) -> None:
+        self.model.save_pretrained(str(path))
+
+
+def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
+    try:
+        tok = AutoTokenizer.from_pretrained(model_path)
+    except OSError as err:
+        raise RuntimeError(f"model: cannot load tokenizer from {model_path!r}: {str(err).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _lora_config(cfg: Config, model_type: str) -> PeftLoraConfig:
+    modules, params = default_targets(model_type)
+    if cfg.lora.target_modules is not None:
+        modules = cfg.lora.target_modules
+    if cfg.lora.target_parameters is not None:
+        params = cfg.lora.target_parameters
+    return PeftLoraConfig(
+        r=cfg.lora.rank,
+        lora_alpha=cfg.effective_lora_alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=modules,
+        target_parameters=params or None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _schedule(cfg: Config) -> Any:
+    warm, total, kind = cfg.algorithm.warmup_steps, cfg.max_steps, cfg.algorithm.lr_schedule
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+def load_policy(cfg: Config, model_path: str, init_adapter: Path | None = None) -> Policy:
+    """Base model + a fresh LoRA adapter, or the adapter at `init_adapter` (warm start / resume)."""
+    device = pick_device(cfg.run.device)
+    dtype = pick_dtype(cfg.run.dtype, device)
+    tokenizer = load_tokenizer(model_path)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    except OSError as err:
+        raise RuntimeError(f"model: cannot load {model_path!r}: {str(err).splitlines()[0]}") from None
+    base.to(device)
+    if init_adapter is not None:
+        model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+    else:
+        model = get_peft_model(base, _lora_config(cfg, base.config.model_type))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise RuntimeError("lora: the adapter has no trainable parameters (check lora.target_modules)")
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.algorithm.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    return Policy(model, tokenizer, optimizer, scheduler, device, dtype)

@@ -1,0 +1,65 @@
+"""Plain data types shared across the rollout side and the trainer.
+
+`Sample` is the one hand-off from rollouts to the trainer: the trainer knows nothing else about how a
+completion was produced (which backend, which environment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What a rollout backend needs to sample; built from the config's `[sampling]` section."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = disabled
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None  # per-request seed; backends derive one per sequence from it
+
+
+@dataclass
+class Completion:
+    """One sampled continuation: token ids, the sampler's logprob of each, and the decoded text."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str  # "stop" (a stop token ended it) or "length"
+
+
+@dataclass
+class Group:
+    """All completions sampled for one prompt (a GRPO group)."""
+
+    prompt_ids: list[int]
+    completions: list[Completion]
+
+
+@dataclass
+class Sample:
+    """One scored rollout, ready for the trainer."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    inference_logprobs: list[float]  # one per completion token, from the rollout backend
+    loss_mask: list[int]  # one per completion token: 1 = trained on
+    reward: float
+    advantage: float
+    group_id: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.completion_ids)
+        if len(self.inference_logprobs) != n or len(self.loss_mask) != n:
+            raise ValueError(
+                f"Sample: completion_ids ({n}), inference_logprobs ({len(self.inference_logprobs)}) "
+                f"and loss_mask ({len(self.loss_mask)}) must have the same length"
+            )
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.completion_ids)
