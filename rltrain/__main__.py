@@ -48,7 +48,14 @@ def cmd_train(argv: list[str]) -> int:
     config_dir = Path(args.config).resolve().parent if args.config else Path.cwd()
     try:
         session = train(cfg, resume, config_dir)
-    except (ValueError, RuntimeError, FileNotFoundError, FileExistsError, ImportError, FloatingPointError) as err:
+    except (
+        ValueError,
+        RuntimeError,
+        FileNotFoundError,
+        FileExistsError,
+        ImportError,
+        FloatingPointError,
+    ) as err:
         return _fail(f"run failed: {err}", 1)
     return 0 if session.record.status in ("succeeded", "cancelled") else 1
 
@@ -78,8 +85,10 @@ def cmd_runs(argv: list[str]) -> int:
         m, u = rec.get("metrics", {}), rec.get("usage", {})
         steps = f"{m.get('step', 0)}/{rec.get('config', {}).get('max_steps', '?')}"
         tokens = u.get("input_tokens", 0) + u.get("output_tokens", 0)
-        print(f"{rec['id']:32} {rec['status']:10} {steps:>9} {m.get('reward_mean', 0.0):7.3f} {tokens:9d}  "
-              f"{rec.get('base_model')} / {rec.get('environment')}")
+        print(
+            f"{rec['id']:32} {rec['status']:10} {steps:>9} {m.get('reward_mean', 0.0):7.3f} {tokens:9d}  "
+            f"{rec.get('base_model')} / {rec.get('environment')}"
+        )
     return 0
 
 

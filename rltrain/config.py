@@ -6,10 +6,10 @@ hosted service understands but that mean nothing on one machine are accepted and
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -68,7 +68,7 @@ class AdapterConfig(_Model):
 
 class LoraConfig(_Model):
     rank: int = Field(16, gt=0)
-    alpha: float | None = Field(None, gt=0)  # overrides top-level lora_alpha
+    alpha: int | None = Field(None, gt=0)  # overrides top-level lora_alpha
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | str | None = None  # None = the model family's default
     target_parameters: list[str] | None = None  # fused MoE expert weights
@@ -140,7 +140,7 @@ class Config(_Model):
     batch_size: int = Field(gt=0)
     rollouts_per_example: int = Field(gt=0)
     learning_rate: float = Field(1e-4, gt=0.0)
-    lora_alpha: float | None = Field(None, gt=0)
+    lora_alpha: int | None = Field(None, gt=0)
     max_inflight_rollouts: int | None = Field(None, gt=0)
     env_files: list[str] = Field(default_factory=list)
     checkpoint_id: str | None = None
@@ -184,8 +184,8 @@ class Config(_Model):
         return self.batch_size // self.rollouts_per_example
 
     @property
-    def effective_lora_alpha(self) -> float:
-        return self.lora.alpha or self.lora_alpha or 2.0 * self.lora.rank
+    def effective_lora_alpha(self) -> int:
+        return self.lora.alpha or self.lora_alpha or 2 * self.lora.rank
 
     def hosted_only_keys_set(self) -> list[str]:
         keys = [k for k in HOSTED_ONLY_KEYS if getattr(self, k) is not None]

@@ -15,8 +15,13 @@ PASS_THRESHOLD = 0.999  # rewards are usually 0..1 correctness; "pass" means ful
 
 
 def evaluate(
-    backend: RolloutBackend, encoder: PromptEncoder, slots: Sequence[EnvSlot], num_examples: int, k: int,
-    sampling: SamplingParams, scorer: Scorer,
+    backend: RolloutBackend,
+    encoder: PromptEncoder,
+    slots: Sequence[EnvSlot],
+    num_examples: int,
+    k: int,
+    sampling: SamplingParams,
+    scorer: Scorer,
 ) -> dict[str, float]:
     """Per environment: `eval/<env>/avg@k` and `eval/<env>/pass@k` on its held-out rows."""
     out: dict[str, float] = {}
@@ -27,5 +32,7 @@ def evaluate(
         scored = scorer.score(slot.name, slot.env, rows, [[c.text for c in g.completions] for g in groups])
         rewards = [s.rewards for s in scored]
         out[f"eval/{slot.name}/avg@{k}"] = sum(sum(r) for r in rewards) / max(sum(len(r) for r in rewards), 1)
-        out[f"eval/{slot.name}/pass@{k}"] = sum(max(r) >= PASS_THRESHOLD for r in rewards) / max(len(rewards), 1)
+        out[f"eval/{slot.name}/pass@{k}"] = sum(max(r) >= PASS_THRESHOLD for r in rewards) / max(
+            len(rewards), 1
+        )
     return out

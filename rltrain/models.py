@@ -24,7 +24,10 @@ TARGETS_BY_TYPE: dict[str, tuple[list[str], list[str]]] = {
     "qwen3_5_moe_text": (["q_proj", "k_proj", "v_proj", "o_proj"] + DELTANET_TARGETS, GATED_EXPERTS),
     "gpt_oss": (["q_proj", "k_proj", "v_proj", "o_proj"], GATED_EXPERTS),
     # Mamba's out_proj / conv1d are refused by peft, which also breaks "all-linear" here.
-    "nemotron_h": (["q_proj", "k_proj", "v_proj", "o_proj", "in_proj"], ["experts.up_proj", "experts.down_proj"]),
+    "nemotron_h": (
+        ["q_proj", "k_proj", "v_proj", "o_proj", "in_proj"],
+        ["experts.up_proj", "experts.down_proj"],
+    ),
 }
 
 
@@ -57,14 +60,33 @@ REGISTRY: dict[str, ModelSpec] = {
         *(_qwen(size, moe=True) for size in ("35B-A3B", "122B-A10B", "397B-A17B")),
         ModelSpec("llama-3.2-1b-instruct", "meta-llama/Llama-3.2-1B-Instruct", "llama", "1B"),
         ModelSpec("llama-3.2-3b-instruct", "meta-llama/Llama-3.2-3B-Instruct", "llama", "3B"),
-        ModelSpec("nemotron-3-nano-30b", "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "nemotron_h", "30B-A3B",
-                  {"enable_thinking": False}, moe=True),
-        ModelSpec("nemotron-3-super-120b", "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16", "nemotron_h",
-                  "120B-A12B", {"enable_thinking": False}, moe=True),
-        ModelSpec("gpt-oss-20b", "openai/gpt-oss-20b", "gpt_oss", "21B-A3.6B", {"reasoning_effort": "low"},
-                  moe=True),
-        ModelSpec("gpt-oss-120b", "openai/gpt-oss-120b", "gpt_oss", "117B-A5.1B", {"reasoning_effort": "low"},
-                  moe=True),
+        ModelSpec(
+            "nemotron-3-nano-30b",
+            "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
+            "nemotron_h",
+            "30B-A3B",
+            {"enable_thinking": False},
+            moe=True,
+        ),
+        ModelSpec(
+            "nemotron-3-super-120b",
+            "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16",
+            "nemotron_h",
+            "120B-A12B",
+            {"enable_thinking": False},
+            moe=True,
+        ),
+        ModelSpec(
+            "gpt-oss-20b", "openai/gpt-oss-20b", "gpt_oss", "21B-A3.6B", {"reasoning_effort": "low"}, moe=True
+        ),
+        ModelSpec(
+            "gpt-oss-120b",
+            "openai/gpt-oss-120b",
+            "gpt_oss",
+            "117B-A5.1B",
+            {"reasoning_effort": "low"},
+            moe=True,
+        ),
     ]
 }
 

@@ -68,8 +68,14 @@ class RunRecord:
 
     @classmethod
     def create(
-        cls, run_dir: Path, run_id: str, base_model: str, environment: str, config: dict[str, Any],
-        team_id: str | None, status: str = "running",
+        cls,
+        run_dir: Path,
+        run_id: str,
+        base_model: str,
+        environment: str,
+        config: dict[str, Any],
+        team_id: str | None,
+        status: str = "running",
     ) -> RunRecord:
         data: dict[str, Any] = {
             "id": run_id,

@@ -83,23 +83,47 @@ def _loop(session: Session, cfg: Config, resume_from: Path | None) -> None:
             t0 = time.perf_counter()
             position = session.sampler.state_dict()
             batch = session.sampler.next_batch(step, cfg.prompts_per_step)
-            sampling = SamplingParams(cfg.sampling.max_tokens, cfg.sampling.temperature, cfg.sampling.top_p,
-                                      cfg.sampling.top_k, stop_ids, seed=cfg.run.seed * 1_000_003 + step)
-            ro = collect(backend, encoder, session.slots, batch, cfg.rollouts_per_example, sampling, scorer,
-                         cfg.algorithm.scale_rewards, drop_zero)
+            sampling = SamplingParams(
+                cfg.sampling.max_tokens,
+                cfg.sampling.temperature,
+                cfg.sampling.top_p,
+                cfg.sampling.top_k,
+                stop_ids,
+                seed=cfg.run.seed * 1_000_003 + step,
+            )
+            ro = collect(
+                backend,
+                encoder,
+                session.slots,
+                batch,
+                cfg.rollouts_per_example,
+                sampling,
+                scorer,
+                cfg.algorithm.scale_rewards,
+                drop_zero,
+            )
             if session.stop.requested:  # discard this step's rollouts; resume redraws the same prompts
                 session.sampler.load_state_dict(position)
                 step -= 1
                 break
             t1 = time.perf_counter()
             a = cfg.algorithm
-            train_metrics = train_step(policy, ro.samples, loss_config(cfg), a.micro_batch_size,
-                                       cfg.sampling.max_tokens, cfg.sampling.temperature, a.max_grad_norm)
+            train_metrics = train_step(
+                policy,
+                ro.samples,
+                loss_config(cfg),
+                a.micro_batch_size,
+                cfg.sampling.max_tokens,
+                cfg.sampling.temperature,
+                a.max_grad_norm,
+            )
             t2 = time.perf_counter()
             sync = sync_adapter(backend, policy, session, step)
             session.export_adapter(step, policy)
             t3 = time.perf_counter()
-            metrics = session.step_metrics(ro.metrics, train_metrics, sync, (t1 - t0, t2 - t1, t3 - t2, t3 - t0))
+            metrics = session.step_metrics(
+                ro.metrics, train_metrics, sync, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
+            )
             session.check_skips(train_metrics)
             session.maybe_eval(step, backend, encoder, sampling, scorer, metrics)
             session.log_step(step, metrics, ro.records)

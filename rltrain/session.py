@@ -68,7 +68,7 @@ def load_env_files(paths: list[str], base: Path) -> list[str]:
 
 
 def build_slots(cfg: Config) -> list[EnvSlot]:
-    slots = []
+    slots: list[EnvSlot] = []
     for entry in cfg.env:
         name = entry.name or entry.id
         if any(s.name == name for s in slots):
@@ -191,7 +191,10 @@ class Session:
         return sorted(i for i in ids if isinstance(i, int) and i >= 0)
 
     def step_metrics(
-        self, rollout: dict[str, float], train: dict[str, float], sync: dict[str, float],
+        self,
+        rollout: dict[str, float],
+        train: dict[str, float],
+        sync: dict[str, float],
         times: tuple[float, float, float, float],
     ) -> dict[str, Any]:
         rollout_s, train_s, sync_s, step_s = times
@@ -199,8 +202,13 @@ class Session:
         self.usage.output_tokens += int(rollout["output_tokens"])
         self.usage.training_tokens += int(train.get("training_tokens", 0))
         return {
-            **rollout, **train, **sync,
-            "rollout_s": rollout_s, "train_s": train_s, "sync_s": sync_s, "step_s": step_s,
+            **rollout,
+            **train,
+            **sync,
+            "rollout_s": rollout_s,
+            "train_s": train_s,
+            "sync_s": sync_s,
+            "step_s": step_s,
             "gen_tok_s": rollout["output_tokens"] / max(rollout_s, 1e-9),
             "train_tok_s": train.get("training_tokens", 0.0) / max(train_s, 1e-9),
             "tok_s": (rollout["input_tokens"] + rollout["output_tokens"]) / max(step_s, 1e-9),
@@ -218,22 +226,26 @@ class Session:
         if self.consecutive_skips >= limit:
             raise FloatingPointError(f"{limit} consecutive updates skipped: loss or gradient not finite")
 
-    def maybe_eval(self, step: int, backend: Any, encoder: Any, sampling: Any, scorer: Scorer,
-                   metrics: dict[str, Any]) -> None:
+    def maybe_eval(
+        self, step: int, backend: Any, encoder: Any, sampling: Any, scorer: Scorer, metrics: dict[str, Any]
+    ) -> None:
         ev = self.cfg.eval
         if ev is None or not ev.interval or step % ev.interval:
             return
         from rltrain.evaluate import evaluate
 
-        metrics.update(evaluate(backend, encoder, self.slots, ev.num_examples, ev.rollouts_per_example,
-                                sampling, scorer))
+        metrics.update(
+            evaluate(backend, encoder, self.slots, ev.num_examples, ev.rollouts_per_example, sampling, scorer)
+        )
 
     def finish(self, status: str) -> None:
         self.tick()
         self.save_record()
         if self.writer is not None:
             self.writer.close()
-        self.record.set_status(status, error=f"stopped by {self.stop.signal_name}" if status == "cancelled" else None)
+        self.record.set_status(
+            status, error=f"stopped by {self.stop.signal_name}" if status == "cancelled" else None
+        )
 
     def acquire_lock(self) -> None:
         self._lock = (self.run_dir / ".lock").open("w")
@@ -267,8 +279,15 @@ def open_run(cfg: Config, resume: Path | None) -> tuple[Session, Path | None]:
             raise FileExistsError(f"run.id: {run_id} already exists in {cfg.run.output_dir} (use --resume)")
         run_dir.mkdir(parents=True, exist_ok=True)
         env_label = "+".join(e.id for e in cfg.env)
-        record = RunRecord.create(run_dir, run_id, cfg.model, env_label, cfg.model_dump(mode="json"),
-                                  cfg.run.team_id, status="queued")
+        record = RunRecord.create(
+            run_dir,
+            run_id,
+            cfg.model,
+            env_label,
+            cfg.model_dump(mode="json"),
+            cfg.run.team_id,
+            status="queued",
+        )
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     slots = build_slots(cfg)
     session = Session(cfg, run_dir, record, slots, PromptSampler(slots, cfg.run.seed))

@@ -1,6 +1,6 @@
 """The commented starter config written by `python -m rltrain init`."""
 
-STARTER_CONFIG = '''\
+STARTER_CONFIG = """\
 # rltrain config — the shape `prime train init` writes, plus rltrain's own sections.
 # Every key is checked: a misspelling is an error that names it.
 
@@ -76,4 +76,4 @@ seed = 0
 
 [usage]
 price_per_device_hour = 0.0     # cost_usd = device-hours x this
-'''
+"""

@@ -14,6 +14,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 RECIPE_VERSION = 1
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -46,7 +47,9 @@ def _corpus(seed: int = 0, lines: int = 3000) -> list[str]:
             out.append(" ".join(str(rng.randint(0, 9999)) for _ in range(rng.randint(1, 6))))
         else:
             out.append(
-                " ".join(rng.choice(WORDS) if rng.random() < 0.6 else str(rng.randint(0, 99)) for _ in range(8))
+                " ".join(
+                    rng.choice(WORDS) if rng.random() < 0.6 else str(rng.randint(0, 99)) for _ in range(8)
+                )
             )
     return out
 
@@ -75,7 +78,7 @@ def _build_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
 
 
 def _model_config(family: str, vocab_size: int, eos_ids: list[int], pad_id: int):  # type: ignore[no-untyped-def]
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=256,
@@ -100,7 +103,9 @@ def _model_config(family: str, vocab_size: int, eos_ids: list[int], pad_id: int)
     return LlamaConfig(**common)
 
 
-def build_tiny_model(out_dir: str | Path, family: str = "qwen3", vocab_size: int = 1024, seed: int = 0) -> Path:
+def build_tiny_model(
+    out_dir: str | Path, family: str = "qwen3", vocab_size: int = 1024, seed: int = 0
+) -> Path:
     """Write a tiny model + tokenizer to `out_dir` (atomically: a half-built dir is never visible)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig

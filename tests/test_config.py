@@ -74,7 +74,13 @@ def test_hosted_config_parses_unchanged(tmp_path: Path) -> None:
     ],
 )
 def test_bad_configs_name_the_field(patch: dict, message: str) -> None:
-    data = {"model": "m", "max_steps": 1, "batch_size": 16, "rollouts_per_example": 8, "env": [{"id": "digits"}]}
+    data = {
+        "model": "m",
+        "max_steps": 1,
+        "batch_size": 16,
+        "rollouts_per_example": 8,
+        "env": [{"id": "digits"}],
+    }
     data.update(patch)
     with pytest.raises(ConfigError) as err:
         parse_config(data)
@@ -88,9 +94,16 @@ def test_missing_model() -> None:
 
 
 def test_dotted_overrides(tmp_path: Path) -> None:
-    cfg = load_config(_write(tmp_path, HOSTED), ["--max_steps", "5", "--sampling.max_tokens=16",
-                                                 "--algorithm.variant", "dapo", "--run.id", "abc"])
-    assert (cfg.max_steps, cfg.sampling.max_tokens, cfg.algorithm.variant, cfg.run.id) == (5, 16, "dapo", "abc")
+    cfg = load_config(
+        _write(tmp_path, HOSTED),
+        ["--max_steps", "5", "--sampling.max_tokens=16", "--algorithm.variant", "dapo", "--run.id", "abc"],
+    )
+    assert (cfg.max_steps, cfg.sampling.max_tokens, cfg.algorithm.variant, cfg.run.id) == (
+        5,
+        16,
+        "dapo",
+        "abc",
+    )
     assert cfg.algorithm.eps_high == 0.28
     with pytest.raises(ConfigError, match="sampling.max_tokenz: unknown key"):
         load_config(_write(tmp_path, HOSTED), ["--sampling.max_tokenz", "3"])
@@ -99,16 +112,25 @@ def test_dotted_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("model = 'm'\nmax_steps = -3\nbatch_size = 8\nrollouts_per_example = 8\n[[env]]\nid = 'x'\n",
-         "max_steps: Input should be greater than 0"),
-        ("model = 'm'\nmax_steps = 1\nbatch_size = 8\nrollouts_per_example = 8\n[[env]]\nid = 'x'\nbogus = 1\n",
-         "env.0.bogus: unknown key"),
+        (
+            "model = 'm'\nmax_steps = -3\nbatch_size = 8\nrollouts_per_example = 8\n[[env]]\nid = 'x'\n",
+            "max_steps: Input should be greater than 0",
+        ),
+        (
+            "model = 'm'\nmax_steps = 1\nbatch_size = 8\nrollouts_per_example = 8\n"
+            "[[env]]\nid = 'x'\nbogus = 1\n",
+            "env.0.bogus: unknown key",
+        ),
         ("model = \n", "invalid TOML"),
     ],
 )
 def test_cli_exits_2_with_one_line(tmp_path: Path, text: str, needle: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "rltrain", "--config", str(_write(tmp_path, text))],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltrain", "--config", str(_write(tmp_path, text))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr

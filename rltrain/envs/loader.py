@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import signal
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -16,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from rltrain.envs.base import Environment
+from rltrain.envs.verifiers_compat import from_verifiers, is_verifiers_env
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "environments"
 ENTRY_POINT_GROUP = "rltrain.environments"
@@ -78,18 +80,27 @@ def load_environment(env_id: str, args: dict[str, Any] | None = None) -> Any:
     factory = getattr(module, "load_environment", None)
     if not callable(factory):
         raise EnvironmentLoadError(f"environment {env_id!r}: module has no load_environment(**args)")
+    # Some environments (classic verifiers) install their own SIGINT/SIGTERM handlers on construction;
+    # the run's handlers (cancel with a final checkpoint) must survive that.
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         env = factory(**(args or {}))
     except TypeError as err:
         raise EnvironmentLoadError(f"environment {env_id!r}: load_environment({args}) failed: {err}") from err
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     return env
 
 
 def load_rltrain_environment(env_id: str, args: dict[str, Any] | None = None) -> Environment:
     env = load_environment(env_id, args)
+    if not isinstance(env, Environment) and is_verifiers_env(env):
+        env = from_verifiers(env)
     if not isinstance(env, Environment):
         raise EnvironmentLoadError(
             f"environment {env_id!r}: load_environment returned {type(env).__name__}, "
-            "expected rltrain.Environment"
+            "expected rltrain.Environment or a verifiers environment"
         )
     return env

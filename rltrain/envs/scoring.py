@@ -37,12 +37,19 @@ class Scorer:
     def _failed(self, env_name: str, kind: str, detail: str) -> tuple[float, dict[str, float]]:
         key = f"{env_name}:{kind}"
         if key not in self.errors_by_kind:
-            log.warning("environment %s: reward %s (%s); scoring %s and going on", env_name, kind, detail,
-                        self.error_reward)
+            log.warning(
+                "environment %s: reward %s (%s); scoring %s and going on",
+                env_name,
+                kind,
+                detail,
+                self.error_reward,
+            )
         self.errors_by_kind[key] = self.errors_by_kind.get(key, 0) + 1
         return self.error_reward, {}
 
-    def _result(self, env_name: str, fut: Future[tuple[float, dict[str, float]]]) -> tuple[float, dict[str, float]]:
+    def _result(
+        self, env_name: str, fut: Future[tuple[float, dict[str, float]]]
+    ) -> tuple[float, dict[str, float]]:
         try:
             return fut.result(timeout=self.timeout_s)
         except FutureTimeout:
@@ -56,7 +63,10 @@ class Scorer:
         self, env_name: str, env: Environment, rows: Sequence[Row], texts: Sequence[Sequence[str]]
     ) -> list[GroupScores]:
         """Score each completion of each group (rows[i] with its completions texts[i])."""
-        futures = [[self._pool.submit(env.score, row, t) for t in group] for row, group in zip(rows, texts, strict=True)]
+        futures = [
+            [self._pool.submit(env.score, row, t) for t in group]
+            for row, group in zip(rows, texts, strict=True)
+        ]
         out = []
         for group in futures:
             before = sum(self.errors_by_kind.values())

@@ -39,8 +39,15 @@ class Rollouts:
 
 
 def collect(
-    backend: RolloutBackend, encoder: PromptEncoder, slots: Sequence[EnvSlot], batch: Sequence[tuple[int, Row]],
-    n: int, sampling: SamplingParams, scorer: Scorer, scale_rewards: bool, drop_zero_advantage: bool,
+    backend: RolloutBackend,
+    encoder: PromptEncoder,
+    slots: Sequence[EnvSlot],
+    batch: Sequence[tuple[int, Row]],
+    n: int,
+    sampling: SamplingParams,
+    scorer: Scorer,
+    scale_rewards: bool,
+    drop_zero_advantage: bool,
 ) -> Rollouts:
     prompts = [encoder.encode(row.prompt) for _, row in batch]
     groups = backend.generate(prompts, n, sampling)
@@ -64,19 +71,35 @@ def collect(
         keep = not (drop_zero_advantage and is_zero_advantage(adv))
         filtered += not keep
         for c, r, a, parts in zip(group.completions, rewards, adv, parts_by_group[gi], strict=True):
-            records.append({"group": gi, "env": slots[batch[gi][0]].name, "completion": c.text, "reward": r,
-                            "advantage": a, "parts": parts, "finish": c.finish_reason})
+            records.append(
+                {
+                    "group": gi,
+                    "env": slots[batch[gi][0]].name,
+                    "completion": c.text,
+                    "reward": r,
+                    "advantage": a,
+                    "parts": parts,
+                    "finish": c.finish_reason,
+                }
+            )
             if keep:
-                samples.append(Sample(group.prompt_ids, c.token_ids, c.logprobs, [1] * len(c.token_ids), r, a,
-                                      group_id=gi))
+                samples.append(
+                    Sample(
+                        group.prompt_ids, c.token_ids, c.logprobs, [1] * len(c.token_ids), r, a, group_id=gi
+                    )
+                )
     flat = [r for rs in rewards_by_group for r in rs]
     metrics = _metrics(groups, flat, [slots[e].name for e, _ in batch], rewards_by_group, errored, filtered)
     return Rollouts(samples, groups, flat, [slots[e].name for e, _ in batch], metrics, records)
 
 
 def _metrics(
-    groups: Sequence[Group], rewards: Sequence[float], env_names: Sequence[str],
-    rewards_by_group: Sequence[Sequence[float]], errored: dict[str, int], filtered: int,
+    groups: Sequence[Group],
+    rewards: Sequence[float],
+    env_names: Sequence[str],
+    rewards_by_group: Sequence[Sequence[float]],
+    errored: dict[str, int],
+    filtered: int,
 ) -> dict[str, float]:
     n = max(len(rewards), 1)
     mean = sum(rewards) / n

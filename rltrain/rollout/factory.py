@@ -26,16 +26,30 @@ class AdapterNotLanded(RuntimeError):
 
 def make_backend(cfg: Config, policy: Policy, run_dir: Path) -> RolloutBackend:
     name = resolve_backend_name(cfg.rollout.backend)
-    decode = lambda ids: policy.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+
+    def decode(ids: list[int]) -> str:
+        return str(policy.tokenizer.decode(ids, skip_special_tokens=True))
+
     if name == "hf":
-        return HFBackend(decode, policy.tokenizer.pad_token_id, policy.device, policy_model=policy.model,
-                         max_batch=cfg.max_inflight_rollouts)
+        return HFBackend(
+            decode,
+            policy.tokenizer.pad_token_id,
+            policy.device,
+            policy_model=policy.model,
+            max_batch=cfg.max_inflight_rollouts,
+        )
     from rltrain.rollout.vllm_backend import VLLMBackend  # the only path that imports vllm
 
     dtype = str(policy.dtype).removeprefix("torch.")
-    return VLLMBackend(resolve_model_path(cfg.model), rollout=cfg.rollout, dtype=dtype,
-                       max_lora_rank=cfg.lora.rank, seed=cfg.run.seed, max_model_len=cfg.rollout.max_model_len,
-                       device=policy.device.type)
+    return VLLMBackend(
+        resolve_model_path(cfg.model),
+        rollout=cfg.rollout,
+        dtype=dtype,
+        max_lora_rank=cfg.lora.rank,
+        seed=cfg.run.seed,
+        max_model_len=cfg.rollout.max_model_len,
+        device=policy.device.type,
+    )
 
 
 def landed_tolerance(cfg: Config, dtype: torch.dtype) -> float:
@@ -69,9 +83,9 @@ def landed_check(backend: RolloutBackend, policy: Policy, tol: float) -> float:
     return diff
 
 
-def sync_adapter(backend: RolloutBackend, policy: Policy, session: Any, step: int, first: bool = False) -> dict[
-    str, float
-]:
+def sync_adapter(
+    backend: RolloutBackend, policy: Policy, session: Any, step: int, first: bool = False
+) -> dict[str, float]:
     """Hand the trainer's adapter to the backend (a new version each step) and check it landed."""
     if isinstance(backend, HFBackend) and backend._shared:
         backend.load_adapter(None, step + 1)

@@ -56,7 +56,8 @@ class HFBackend:
         elif model_path is not None:
             from transformers import AutoModelForCausalLM
 
-            self._base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+            base: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+            self._base = base.to(device).eval()
             self.model = self._base
         else:
             raise ValueError("HFBackend needs policy_model or model_path")
@@ -101,8 +102,9 @@ class HFBackend:
         pos = (attn[:, :p].cumsum(-1) - 1).clamp(min=0)  # [B, P]
         ids, attn, pos = ids.to(self.device), attn.to(self.device), pos.to(self.device)
         stop = torch.tensor(sorted(sp.stop_token_ids) or [-1], device=self.device)
-        out = self.model(input_ids=ids, attention_mask=attn[:, :p], position_ids=pos, use_cache=True,
-                         logits_to_keep=1)
+        out = self.model(
+            input_ids=ids, attention_mask=attn[:, :p], position_ids=pos, use_cache=True, logits_to_keep=1
+        )
         past, logits = out.past_key_values, out.logits[:, -1, :].float()  # [B, V]
         next_pos = pos[:, -1:] + 1  # [B, 1]
         tokens, logps = [], []
@@ -117,8 +119,13 @@ class HFBackend:
             done |= hit
             if bool(done.all()) or t + 1 == sp.max_tokens:
                 break
-            out = self.model(input_ids=tok[:, None], attention_mask=attn[:, : p + t + 1], position_ids=next_pos,
-                             past_key_values=past, use_cache=True)
+            out = self.model(
+                input_ids=tok[:, None],
+                attention_mask=attn[:, : p + t + 1],
+                position_ids=next_pos,
+                past_key_values=past,
+                use_cache=True,
+            )
             past, logits, next_pos = out.past_key_values, out.logits[:, -1, :].float(), next_pos + 1
         return self._collect(torch.stack(tokens, 1), torch.stack(logps, 1), lengths, done)
 
@@ -144,5 +151,7 @@ class HFBackend:
         ids = torch.tensor([prompt_ids + completion_ids], device=self.device)
         with torch.no_grad():
             logits = self.model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1 : -1].float()
-        lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion_ids, device=self.device)[:, None])
+        lp = torch.log_softmax(logits, -1).gather(
+            -1, torch.tensor(completion_ids, device=self.device)[:, None]
+        )
         return lp.squeeze(-1).tolist()

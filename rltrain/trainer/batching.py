@@ -9,7 +9,7 @@ micro-batch and padding stays small.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -33,8 +33,16 @@ class MicroBatch:
         return int(self.completion_ids.shape[1])
 
     def to(self, device: torch.device) -> MicroBatch:
-        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.__dict__.items()}
-        return MicroBatch(**moved)
+        return replace(
+            self,
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            position_ids=self.position_ids.to(device),
+            completion_ids=self.completion_ids.to(device),
+            mask=self.mask.to(device),
+            inference_logprobs=self.inference_logprobs.to(device),
+            advantages=self.advantages.to(device),
+        )
 
 
 def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:

@@ -51,7 +51,9 @@ def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
     try:
         tok = AutoTokenizer.from_pretrained(model_path)
     except OSError as err:
-        raise RuntimeError(f"model: cannot load tokenizer from {model_path!r}: {str(err).splitlines()[0]}") from None
+        raise RuntimeError(
+            f"model: cannot load tokenizer from {model_path!r}: {str(err).splitlines()[0]}"
+        ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -96,13 +98,14 @@ def load_policy(cfg: Config, model_path: str, init_adapter: Path | None = None) 
     dtype = pick_dtype(cfg.run.dtype, device)
     tokenizer = load_tokenizer(model_path)
     try:
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        base: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     except OSError as err:
         raise RuntimeError(f"model: cannot load {model_path!r}: {str(err).splitlines()[0]}") from None
     base.to(device)
     if init_adapter is not None:
         model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
     else:
+        torch.manual_seed(cfg.run.seed)  # LoRA A is drawn from the global generator
         model = get_peft_model(base, _lora_config(cfg, base.config.model_type))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]

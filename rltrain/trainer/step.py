@@ -45,7 +45,9 @@ def sequence_logprobs(policy: Policy, samples: Sequence[Sample], temperature: fl
     return out
 
 
-def _micro_step(policy: Policy, mb: MicroBatch, cfg: LossConfig, norm: LossNorm, temp: float) -> dict[str, float]:
+def _micro_step(
+    policy: Policy, mb: MicroBatch, cfg: LossConfig, norm: LossNorm, temp: float
+) -> dict[str, float]:
     logits = completion_logits(policy.model, mb)
     logprobs = token_logprobs(logits, mb.completion_ids, temp)  # [B, T]
     ref = None
@@ -70,8 +72,13 @@ def _micro_step(policy: Policy, mb: MicroBatch, cfg: LossConfig, norm: LossNorm,
 
 
 def train_step(
-    policy: Policy, samples: Sequence[Sample], cfg: LossConfig, micro_batch_size: int, max_tokens: int,
-    temperature: float, max_grad_norm: float,
+    policy: Policy,
+    samples: Sequence[Sample],
+    cfg: LossConfig,
+    micro_batch_size: int,
+    max_tokens: int,
+    temperature: float,
+    max_grad_norm: float,
 ) -> dict[str, float]:
     """Accumulate gradients over micro-batches, clip, step. A non-finite loss or gradient skips the update."""
     temp = temperature if temperature > 0 else 1.0
@@ -89,7 +96,7 @@ def train_step(
     params = policy.trainable_parameters()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
     skipped = not (math.isfinite(totals.get("loss", 0.0)) and math.isfinite(grad_norm))
-    lr = policy.scheduler.get_last_lr()[0]
+    lr = float(policy.scheduler.get_last_lr()[0])
     if skipped:
         policy.optimizer.zero_grad(set_to_none=True)
     else:

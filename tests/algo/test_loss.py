@@ -78,10 +78,15 @@ def test_token_mismatch_weights_are_truncated() -> None:
 
 def test_sequence_mismatch_masks_whole_sequences() -> None:
     # row 0 geometric-mean ratio 3 > cap 2: dropped; row 1 ratio 1: kept
-    inp = _inputs([[0.0, 0.0], [0.0, 0.0]], [1.0, 1.0], [[1.0, 1.0], [1.0, 1.0]],
-                  inference=[[-math.log(3.0)] * 2, [0.0, 0.0]])
-    out = policy_loss(inp, LossConfig(variant="dapo", mismatch_mode="sequence", mismatch_cap=2.0),
-                      LossNorm(2, 4, 2))
+    inp = _inputs(
+        [[0.0, 0.0], [0.0, 0.0]],
+        [1.0, 1.0],
+        [[1.0, 1.0], [1.0, 1.0]],
+        inference=[[-math.log(3.0)] * 2, [0.0, 0.0]],
+    )
+    out = policy_loss(
+        inp, LossConfig(variant="dapo", mismatch_mode="sequence", mismatch_cap=2.0), LossNorm(2, 4, 2)
+    )
     assert float(out.loss) == pytest.approx(-2.0 / 4)
     assert out.stats["is_masked_tokens"] == 2.0
 
@@ -108,7 +113,11 @@ def test_micro_batches_sum_to_full_batch(variant: str) -> None:
     cfg = LossConfig(variant=variant)
     full = float(policy_loss(_inputs(lp, adv, mask, old=old), cfg, norm).loss)
     parts = sum(
-        float(policy_loss(_inputs(lp[i : i + 2], adv[i : i + 2], mask[i : i + 2], old=old[i : i + 2]), cfg, norm).loss)
+        float(
+            policy_loss(
+                _inputs(lp[i : i + 2], adv[i : i + 2], mask[i : i + 2], old=old[i : i + 2]), cfg, norm
+            ).loss
+        )
         for i in (0, 2, 4)
     )
     assert parts == pytest.approx(full)

@@ -1,0 +1,152 @@
+"""End to end on the tiny model: real training, real records, real checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rltrain.config import parse_config
+from rltrain.record import load_schema, read_jsonl
+from rltrain.run import train
+
+TIMING = {"rollout_s", "train_s", "sync_s", "step_s", "gen_tok_s", "train_tok_s", "tok_s", "adapter_sync_s"}
+
+
+def _validate(run_dir: Path) -> dict:
+    record = json.loads((run_dir / "run.json").read_text())
+    jsonschema.validate(record, load_schema())
+    return record
+
+
+def test_training_learns_and_record_is_complete(run_config, tiny_model: str) -> None:
+    cfg = parse_config(run_config(max_steps=12, batch_size=32, checkpoints={"interval": 5}))
+    session = train(cfg)
+    record = _validate(session.run_dir)
+    assert record["status"] == "succeeded"
+    rows = read_jsonl(session.run_dir / "metrics.jsonl")
+    rewards = [r["reward_mean"] for r in rows]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.2, rewards
+    usage = record["usage"]
+    assert usage["input_tokens"] == sum(r["input_tokens"] for r in rows) > 0
+    assert usage["output_tokens"] == sum(r["output_tokens"] for r in rows) > 0
+    assert usage["training_tokens"] == sum(r["training_tokens"] for r in rows) > 0
+    assert record["metrics"]["step"] == 12
+    assert [Path(c).name for c in record["checkpoints"]] == ["step_5", "step_10", "step_12"]
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    for ckpt in record["checkpoints"]:
+        assert (Path(ckpt) / "COMPLETE").is_file()
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), ckpt)
+        assert any("lora_B" in n and p.abs().sum() > 0 for n, p in model.named_parameters())
+    assert len(list((session.run_dir / "rollouts").glob("step_*.jsonl"))) == 12
+
+
+def _strip(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_resume_is_exact_and_runs_repeat(run_config, tmp_path: Path) -> None:
+    cfg = parse_config(run_config(max_steps=6, checkpoints={"interval": 3}, run__id="full"))
+    full = train(cfg).run_dir
+    again = train(parse_config(run_config(max_steps=6, checkpoints={"interval": 3}, run__id="again"))).run_dir
+    assert _strip(read_jsonl(full / "metrics.jsonl")) == _strip(read_jsonl(again / "metrics.jsonl"))
+    # Resume a copy from its step-3 checkpoint: steps 4-6 and the final adapter must match.
+    copy = tmp_path / "runs" / "copy"
+    shutil.copytree(full, copy)
+    shutil.rmtree(copy / "checkpoints" / "step_6")
+    (copy / ".lock").unlink()
+    resumed = train(cfg, resume=copy)
+    assert resumed.record.status == "succeeded"
+    assert _strip(read_jsonl(copy / "metrics.jsonl")) == _strip(read_jsonl(full / "metrics.jsonl"))
+    a = load_file(str(full / "checkpoints" / "step_6" / "adapter_model.safetensors"))
+    b = load_file(str(copy / "checkpoints" / "step_6" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rltrain", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_ctrl_c_cancels_with_checkpoint_and_resume_finishes(run_config, tmp_path: Path) -> None:
+    cfg = run_config(max_steps=40, checkpoints={"interval": 2}, run__id="sig")
+    path = tmp_path / "c.json"
+    from tomli_w import dumps
+
+    path = tmp_path / "c.toml"
+    path.write_text(dumps(cfg))
+    proc = _cli(["--config", str(path)], tmp_path)
+    metrics = tmp_path / "runs" / "sig" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_jsonl(metrics)) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    run_dir = tmp_path / "runs" / "sig"
+    record = _validate(run_dir)
+    assert record["status"] == "cancelled", out
+    last = Path(record["checkpoints"][-1])
+    assert (last / "COMPLETE").is_file()
+    assert int(last.name[5:]) == record["metrics"]["step"] >= 3
+    proc = _cli(["--resume", str(run_dir), "--max_steps", str(record["metrics"]["step"] + 2)], tmp_path)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    record = _validate(run_dir)
+    assert record["status"] == "succeeded"
+    steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
+    assert steps == list(range(1, steps[-1] + 1))
+
+
+def test_failed_run_keeps_error_in_valid_record(run_config, tmp_path: Path) -> None:
+    cfg = parse_config(run_config(model=str(tmp_path / "no-such-model"), run__id="bad"))
+    with pytest.raises(RuntimeError, match="no-such-model"):
+        train(cfg)
+    record = _validate(tmp_path / "runs" / "bad")
+    assert record["status"] == "failed"
+    assert "no-such-model" in record["error"]
+
+
+def test_path_traversal_run_id_rejected(run_config) -> None:
+    with pytest.raises(ValueError, match="not a valid run id"):
+        train(parse_config(run_config(run__id="../escape")))
+
+
+def test_nan_reward_and_raising_reward_do_not_stop_the_run(run_config, tmp_path: Path) -> None:
+    env_file = tmp_path / "flaky_env.py"
+    env_file.write_text(
+        "import rltrain\n"
+        "def flaky(completion: str) -> float:\n"
+        "    if completion.count('1') % 3 == 0:\n"
+        "        raise RuntimeError('boom')\n"
+        "    return float('nan') if completion.count('2') % 4 == 1 else 1.0\n"
+        "def load_environment():\n"
+        "    return rltrain.Environment([{'question': 'say 12'}], [flaky])\n"
+    )
+    session = train(parse_config(run_config(env=[{"id": str(env_file)}], max_steps=2)))
+    record = _validate(session.run_dir)
+    assert record["status"] == "succeeded"
+    errored = sum(r["errored_rollouts"] for r in read_jsonl(session.run_dir / "metrics.jsonl"))
+    assert errored > 0
+    assert torch.isfinite(torch.tensor(record["metrics"]["loss"]))
