@@ -114,6 +114,14 @@ class RolloutConfig(_Model):
     landed_check_tolerance: float | None = Field(None, gt=0.0)  # None = by dtype (fp32 1e-3, bf16 .05)
 
 
+class ScoringConfig(_Model):
+    """How reward functions run: each call in a worker thread, with a timeout."""
+
+    timeout_s: float = Field(60.0, gt=0.0)
+    error_reward: float = 0.0  # the reward of a completion whose scoring raised, hung or gave NaN
+    workers: int = Field(8, gt=0)
+
+
 class RunConfig(_Model):
     output_dir: str = "runs"
     id: str | None = None
@@ -154,6 +162,7 @@ class Config(_Model):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     # Hosted-only keys (see HOSTED_ONLY_KEYS); typed loosely because they are never used.

@@ -5,19 +5,22 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rltrain import checkpoint as ckpt
 from rltrain.algo.loss import LossConfig
 from rltrain.config import Config
+from rltrain.envs.scoring import Scorer
 from rltrain.models import find_spec, resolve_model_path
+from rltrain.rollout.backend import RolloutBackend
 from rltrain.rollout.collect import PromptEncoder, collect
 from rltrain.rollout.factory import make_backend, sync_adapter
 from rltrain.session import Session, load_env_files, open_run
-from rltrain.trainer.model import load_policy
+from rltrain.trainer.model import Policy, load_policy
 from rltrain.trainer.step import train_step
-from rltrain.types import SamplingParams
+from rltrain.types import Sample, SamplingParams
 
 log = logging.getLogger("rltrain")
 
@@ -59,7 +62,18 @@ def train(cfg: Config, resume: Path | None = None, config_dir: Path = Path("."))
     return session
 
 
-def _loop(session: Session, cfg: Config, resume_from: Path | None) -> None:
+@dataclass
+class Engine:
+    """The working parts of a run, built once."""
+
+    policy: Policy
+    backend: RolloutBackend
+    encoder: PromptEncoder
+    scorer: Scorer
+    stop_ids: tuple[int, ...]
+
+
+def _setup(session: Session, cfg: Config, resume_from: Path | None) -> Engine:
     init_adapter = resume_from or (Path(cfg.checkpoint_id) if cfg.checkpoint_id else None)
     policy = load_policy(cfg, resolve_model_path(cfg.model), init_adapter)
     if resume_from is not None:
@@ -67,12 +81,47 @@ def _loop(session: Session, cfg: Config, resume_from: Path | None) -> None:
         ckpt.restore(policy, state)
         session.restore(state, int(state["step"]))
     backend = make_backend(cfg, policy, session.run_dir)
-    encoder = PromptEncoder(policy.tokenizer, template_kwargs(cfg))
-    scorer = session.make_scorer()
+    eos = policy.model.generation_config.eos_token_id
+    return Engine(
+        policy,
+        backend,
+        PromptEncoder(policy.tokenizer, template_kwargs(cfg)),
+        session.make_scorer(),
+        tuple(session.stop_token_ids(policy.tokenizer, eos)),
+    )
+
+
+def _sampling(cfg: Config, engine: Engine, step: int) -> SamplingParams:
+    s = cfg.sampling
+    # one seed per step: a resumed run samples exactly what the uninterrupted run sampled
+    return SamplingParams(
+        s.max_tokens, s.temperature, s.top_p, s.top_k, engine.stop_ids, seed=cfg.run.seed * 1_000_003 + step
+    )
+
+
+def _update(cfg: Config, engine: Engine, samples: list[Sample]) -> dict[str, float]:
+    a = cfg.algorithm
+    engine.backend.sleep()  # a GPU shared with vLLM: free its memory while the trainer works
+    try:
+        return train_step(
+            engine.policy,
+            samples,
+            loss_config(cfg),
+            a.micro_batch_size,
+            cfg.sampling.max_tokens,
+            cfg.sampling.temperature,
+            a.max_grad_norm,
+        )
+    finally:
+        engine.backend.wake_up()
+
+
+def _loop(session: Session, cfg: Config, resume_from: Path | None) -> None:
+    engine = _setup(session, cfg, resume_from)
+    policy, backend = engine.policy, engine.backend
     session.open_writer()
     session.record.set_status("running")
-    sync_adapter(backend, policy, session, session.start_step, first=True)
-    stop_ids = tuple(session.stop_token_ids(policy.tokenizer, policy.model.generation_config.eos_token_id))
+    first_sync = sync_adapter(backend, policy, session, session.start_step, first=True)
     drop_zero = any(f.type == "zero_advantage" for f in cfg.pre_batch_filters)
     step = session.start_step
     with session.progress() as bar:
@@ -83,22 +132,15 @@ def _loop(session: Session, cfg: Config, resume_from: Path | None) -> None:
             t0 = time.perf_counter()
             position = session.sampler.state_dict()
             batch = session.sampler.next_batch(step, cfg.prompts_per_step)
-            sampling = SamplingParams(
-                cfg.sampling.max_tokens,
-                cfg.sampling.temperature,
-                cfg.sampling.top_p,
-                cfg.sampling.top_k,
-                stop_ids,
-                seed=cfg.run.seed * 1_000_003 + step,
-            )
+            sampling = _sampling(cfg, engine, step)
             ro = collect(
                 backend,
-                encoder,
+                engine.encoder,
                 session.slots,
                 batch,
                 cfg.rollouts_per_example,
                 sampling,
-                scorer,
+                engine.scorer,
                 cfg.algorithm.scale_rewards,
                 drop_zero,
             )
@@ -107,31 +149,23 @@ def _loop(session: Session, cfg: Config, resume_from: Path | None) -> None:
                 step -= 1
                 break
             t1 = time.perf_counter()
-            a = cfg.algorithm
-            train_metrics = train_step(
-                policy,
-                ro.samples,
-                loss_config(cfg),
-                a.micro_batch_size,
-                cfg.sampling.max_tokens,
-                cfg.sampling.temperature,
-                a.max_grad_norm,
-            )
+            train_metrics = _update(cfg, engine, ro.samples)
             t2 = time.perf_counter()
-            sync = sync_adapter(backend, policy, session, step)
+            sync = {**first_sync, **sync_adapter(backend, policy, session, step)}
+            first_sync = {}
             session.export_adapter(step, policy)
             t3 = time.perf_counter()
             metrics = session.step_metrics(
                 ro.metrics, train_metrics, sync, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
             )
             session.check_skips(train_metrics)
-            session.maybe_eval(step, backend, encoder, sampling, scorer, metrics)
+            session.maybe_eval(step, backend, engine.encoder, sampling, engine.scorer, metrics)
             session.log_step(step, metrics, ro.records)
             bar.update(step, metrics)
             if cfg.checkpoints.interval and step % cfg.checkpoints.interval == 0:
                 session.save_checkpoint(step, policy)
     if step > session.start_step or not session.checkpoints:
         session.save_checkpoint(step, policy)
-    scorer.close()
+    engine.scorer.close()
     backend.close()
     session.finish("cancelled" if session.stop.requested else "succeeded")

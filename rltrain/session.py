@@ -168,7 +168,8 @@ class Session:
                 shutil.rmtree(old, ignore_errors=True)
 
     def make_scorer(self) -> Scorer:
-        return Scorer()
+        s = self.cfg.scoring
+        return Scorer(timeout_s=s.timeout_s, error_reward=s.error_reward, workers=s.workers)
 
     def open_writer(self) -> None:
         if self.cfg.run.tensorboard:

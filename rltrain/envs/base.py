@@ -5,6 +5,7 @@ Never imports torch: environments are researchers' code and stay light.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -49,11 +50,40 @@ def _to_rows(dataset: Any, system_prompt: str | None, what: str) -> list[Row]:
     return rows
 
 
-def _declared_args(func: RewardFunc) -> tuple[str, ...]:
+def _declared_args(func: RewardFunc) -> tuple[tuple[str, ...], bool]:
+    """(the rollout arguments a reward function declares, whether it scores a whole group).
+
+    A function that names a plural (`completions`, `answers`, ...) is called once per group with lists
+    and returns one float per completion.
+    """
     params = inspect.signature(func).parameters
+    plural = [n for n in ROLLOUT_ARGS if f"{n}s" in params]
+    singular = [n for n in ROLLOUT_ARGS if n in params]
+    if plural and singular:
+        raise ValueError(
+            f"reward function {func.__name__}: mixes per-completion {singular} and group {plural} arguments"
+        )
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return ROLLOUT_ARGS
-    return tuple(name for name in ROLLOUT_ARGS if name in params)
+        return ROLLOUT_ARGS, False
+    return (tuple(plural), True) if plural else (tuple(singular), False)
+
+
+def _resolve(value: Any) -> Any:
+    """Await a coroutine from an async reward function (we run in a worker thread, outside any loop)."""
+    if inspect.isawaitable(value):
+
+        async def wait() -> Any:
+            return await value
+
+        return asyncio.run(wait())
+    return value
+
+
+def _finite(value: Any, label: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"reward function {label} returned {number}")
+    return number
 
 
 class Environment:
@@ -61,8 +91,10 @@ class Environment:
 
     `dataset`: a list (or `datasets.Dataset`) of dicts with `question` (text, sent as a user message)
     or `prompt` (chat messages), and optional `answer` and `info`. Each reward function declares the
-    keyword arguments it wants among `prompt`, `completion`, `answer`, `info` and returns a float; the
-    reward is the weighted sum (weights default to 1). `system_prompt` is prepended to every prompt.
+    keyword arguments it wants among `prompt`, `completion`, `answer`, `info` and returns a float — or
+    declares the plurals (`completions`, `answers`, ...) and returns one float per completion of a
+    group; either kind may be async. The reward is the weighted sum (weights default to 1).
+    `system_prompt` is prepended to every prompt.
     """
 
     def __init__(
@@ -92,20 +124,48 @@ class Environment:
     def reward_names(self) -> list[str]:
         return [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(self.reward_funcs)]
 
-    def score(self, row: Row, completion: str) -> tuple[float, dict[str, float]]:
-        """Weighted reward of one completion and each function's own value (by function name)."""
-        available = {"prompt": row.prompt, "completion": completion, "answer": row.answer, "info": row.info}
-        total = 0.0
-        parts: dict[str, float] = {}
-        for func, weight, names, label in zip(
-            self.reward_funcs, self.reward_weights, self._args, self.reward_names(), strict=True
-        ):
-            value = float(func(**{n: available[n] for n in names}))
-            if not math.isfinite(value):
-                raise ValueError(f"reward function {label} returned {value}")
-            parts[label] = value
-            total += weight * value
-        return total, parts
+    def is_group_func(self, index: int) -> bool:
+        return self._args[index][1]
+
+    def call(self, index: int, row: Row, completions: Sequence[str]) -> list[float]:
+        """Reward function `index` on `completions` of `row`: one value each (raises on non-finite)."""
+        func, (names, group) = self.reward_funcs[index], self._args[index]
+        label = self.reward_names()[index]
+        if group:
+            n = len(completions)
+            available = {
+                "prompts": [row.prompt] * n,
+                "completions": list(completions),
+                "answers": [row.answer] * n,
+                "infos": [row.info] * n,
+            }
+            values = list(_resolve(func(**{f"{a}s": available[f"{a}s"] for a in names})))
+            if len(values) != n:
+                raise ValueError(f"reward function {label} returned {len(values)} values for {n} completions")
+            return [_finite(v, label) for v in values]
+        out = []
+        for completion in completions:
+            available = {
+                "prompt": row.prompt,
+                "completion": completion,
+                "answer": row.answer,
+                "info": row.info,
+            }
+            out.append(_finite(_resolve(func(**{a: available[a] for a in names})), label))
+        return out
+
+    def combine(self, values: Sequence[Sequence[float]]) -> list[tuple[float, dict[str, float]]]:
+        """Per-function values [func][completion] -> (weighted total, parts by function name) each."""
+        names = self.reward_names()
+        out = []
+        for j in range(len(values[0]) if values else 0):
+            parts = {names[i]: float(values[i][j]) for i in range(len(values))}
+            out.append((sum(w * parts[n] for w, n in zip(self.reward_weights, names, strict=True)), parts))
+        return out
 
     def score_group(self, row: Row, completions: Sequence[str]) -> list[tuple[float, dict[str, float]]]:
-        return [self.score(row, c) for c in completions]
+        """Weighted reward and per-function values of each completion (errors propagate)."""
+        return self.combine([self.call(i, row, completions) for i in range(len(self.reward_funcs))])
+
+    def score(self, row: Row, completion: str) -> tuple[float, dict[str, float]]:
+        return self.score_group(row, [completion])[0]

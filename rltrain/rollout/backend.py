@@ -27,6 +27,14 @@ class RolloutBackend(Protocol):
         """Logprob of each completion token under the current adapter (the landed check's probe)."""
         ...
 
+    def sleep(self) -> None:
+        """Free accelerator memory while the trainer updates (a no-op where unsupported)."""
+        ...
+
+    def wake_up(self) -> None:
+        """Undo `sleep` before the next adapter load and sampling."""
+        ...
+
     def close(self) -> None:
         """Free the engine's memory."""
         ...

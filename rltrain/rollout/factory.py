@@ -49,6 +49,7 @@ def make_backend(cfg: Config, policy: Policy, run_dir: Path) -> RolloutBackend:
         seed=cfg.run.seed,
         max_model_len=cfg.rollout.max_model_len,
         device=policy.device.type,
+        max_num_seqs=cfg.max_inflight_rollouts,
     )
 
 
@@ -99,6 +100,7 @@ def sync_adapter(
         if old != path:
             shutil.rmtree(old, ignore_errors=True)
     out = {"adapter_sync_s": time.perf_counter() - t0}
+    out.update({f"{backend.name}/{k}": v for k, v in getattr(backend, "timings", {}).items()})
     interval = session.cfg.rollout.landed_check_interval
     if first or (interval and step % interval == 0):
         out["landed_diff"] = landed_check(backend, policy, landed_tolerance(session.cfg, policy.dtype))

@@ -71,6 +71,12 @@ class HFBackend:
 
         self.model = self._base if path is None else PeftModel.from_pretrained(self._base, str(path)).eval()
 
+    def sleep(self) -> None:
+        pass  # the shared model is the trainer's: nothing to free
+
+    def wake_up(self) -> None:
+        pass
+
     def close(self) -> None:
         self.model = None
 
