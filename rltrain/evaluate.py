@@ -22,8 +22,9 @@ def evaluate(
     k: int,
     sampling: SamplingParams,
     scorer: Scorer,
+    prefix: str = "eval",
 ) -> dict[str, float]:
-    """Per environment: `eval/<env>/avg@k` and `eval/<env>/pass@k` on its held-out rows."""
+    """Per environment: `<prefix>/<env>/avg@k` and `<prefix>/<env>/pass@k` on its held-out rows."""
     out: dict[str, float] = {}
     sampling = replace(sampling, seed=(sampling.seed or 0) + 7_919)  # never the training draw
     for slot in slots:
@@ -31,8 +32,9 @@ def evaluate(
         groups = backend.generate([encoder.encode(r.prompt) for r in rows], k, sampling)
         scored = scorer.score(slot.name, slot.env, rows, [[c.text for c in g.completions] for g in groups])
         rewards = [s.rewards for s in scored]
-        out[f"eval/{slot.name}/avg@{k}"] = sum(sum(r) for r in rewards) / max(sum(len(r) for r in rewards), 1)
-        out[f"eval/{slot.name}/pass@{k}"] = sum(max(r) >= PASS_THRESHOLD for r in rewards) / max(
-            len(rewards), 1
+        n = max(len(rewards), 1)
+        out[f"{prefix}/{slot.name}/avg@{k}"] = sum(sum(r) for r in rewards) / max(
+            sum(len(r) for r in rewards), 1
         )
+        out[f"{prefix}/{slot.name}/pass@{k}"] = sum(max(r) >= PASS_THRESHOLD for r in rewards) / n
     return out

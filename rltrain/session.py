@@ -168,7 +168,11 @@ class Session:
                 shutil.rmtree(old, ignore_errors=True)
 
     def make_scorer(self) -> Scorer:
-        s = self.cfg.scoring
+        return self.make_scorer_for(self.cfg)
+
+    @staticmethod
+    def make_scorer_for(cfg: Config) -> Scorer:
+        s = cfg.scoring
         return Scorer(timeout_s=s.timeout_s, error_reward=s.error_reward, workers=s.workers)
 
     def open_writer(self) -> None:
@@ -230,14 +234,24 @@ class Session:
     def maybe_eval(
         self, step: int, backend: Any, encoder: Any, sampling: Any, scorer: Scorer, metrics: dict[str, Any]
     ) -> None:
-        ev = self.cfg.eval
-        if ev is None or not ev.interval or step % ev.interval:
-            return
+        """`[eval]` and `[val]` (the hosted shape has both; locally both score held-out rows)."""
         from rltrain.evaluate import evaluate
 
-        metrics.update(
-            evaluate(backend, encoder, self.slots, ev.num_examples, ev.rollouts_per_example, sampling, scorer)
-        )
+        for prefix, section in (("eval", self.cfg.eval), ("val", self.cfg.val)):
+            if section is None or not section.interval or step % section.interval:
+                continue
+            metrics.update(
+                evaluate(
+                    backend,
+                    encoder,
+                    self.slots,
+                    section.num_examples,
+                    section.rollouts_per_example,
+                    sampling,
+                    scorer,
+                    prefix=prefix,
+                )
+            )
 
     def finish(self, status: str) -> None:
         self.tick()

@@ -54,3 +54,18 @@ def test_missing_module_says_how_to_install() -> None:
         load_rltrain_environment("someone/not-there")
     with pytest.raises(EnvironmentLoadError, match="no such file"):
         load_rltrain_environment("/nope/env.py")
+
+
+def test_environments_readme_example_scores_and_trains(tmp_path: Path, run_config) -> None:
+    text = (README.parent / "environments" / "README.md").read_text()
+    code = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "def load_environment" in b][0]
+    path = tmp_path / "arithmetic_env.py"
+    path.write_text(code)
+    env = load_rltrain_environment(str(path), {"num_examples": 4})
+    row = env.rows[0]
+    gold = f"The answer is {row.answer}"
+    scored = env.score_group(row, [gold, "Wow! " + gold, "no idea"])
+    # gold: correct 1 + polite .1 + shortest .5; exclaimed: 1 + 0 + 0 (longer); wrong: 0 + .1 + 0
+    assert [total for total, _ in scored] == pytest.approx([1.6, 1.0, 0.1])
+    session = train(parse_config(run_config(env=[{"id": str(path)}], max_steps=1)))
+    assert session.record.status == "succeeded"

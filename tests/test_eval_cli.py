@@ -1,0 +1,41 @@
+"""`rltrain eval`: base model vs a trained adapter, as a table; eval during training in the metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from rltrain.config import parse_config
+from rltrain.eval_cli import run_eval
+from rltrain.record import read_jsonl
+from rltrain.run import train
+
+
+def _table(capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].split()[-2:] == ["avg@4", "pass@4"]
+    name, _, _, avg, pas = lines[2].split()
+    assert name == "digits"
+    return {"avg": float(avg), "pass": float(pas)}
+
+
+def test_eval_base_then_trained_adapter(run_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = run_config(
+        max_steps=14, batch_size=32, sampling={"max_tokens": 24}, eval={"interval": 7}, val={"interval": 14}
+    )
+    session = train(parse_config(raw))
+    rows = read_jsonl(session.run_dir / "metrics.jsonl")
+    assert "eval/digits/avg@1" in rows[6] and "eval/digits/pass@1" in rows[13]
+    assert "val/digits/avg@1" in rows[13] and "val/digits/avg@1" not in rows[6]
+    capsys.readouterr()
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps(raw))
+    assert run_eval(["--config", str(path), "-k", "4", "--num-examples", "8"]) == 0
+    base = _table(capsys)
+    adapter = session.run_dir / "checkpoints" / "step_14"
+    assert run_eval(["--config", str(path), "-k", "4", "--num-examples", "8", "--adapter", str(adapter)]) == 0
+    trained = _table(capsys)
+    assert trained["avg"] > base["avg"] + 0.3, (base, trained)
+    assert run_eval(["--config", str(path), "--adapter", str(tmp_path)]) == 2
