@@ -6,6 +6,7 @@ completion was produced (which backend, which environment).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 
@@ -18,7 +19,17 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0  # 0 = disabled
     stop_token_ids: tuple[int, ...] = ()
-    seed: int | None = None  # per-request seed; backends derive one per sequence from it
+    seed: int | None = None  # per-call seed; backends derive one per prompt with `prompt_seed`
+    seed_offset: int = 0  # global index of the first prompt (a rank's share starts past the others')
+
+
+def prompt_seed(seed: int, index: int) -> int:
+    """The seed of the prompt at global `index` in a call seeded `seed`.
+
+    Hashed rather than `seed + index` so that consecutive step seeds never share a stream.
+    """
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 2**62
 
 
 @dataclass

@@ -21,7 +21,9 @@ def _table(capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
     return {"avg": float(avg), "pass": float(pas)}
 
 
-def test_eval_base_then_trained_adapter(run_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_base_then_trained_adapter(
+    run_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     raw = run_config(
         max_steps=14, batch_size=32, sampling={"max_tokens": 24}, eval={"interval": 7}, val={"interval": 14}
     )

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rltrain.types import Completion, Group, SamplingParams
+from rltrain.types import Completion, Group, SamplingParams, prompt_seed
 
 
 def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
@@ -84,20 +84,35 @@ class HFBackend:
         rows = [list(p) for p in prompts for _ in range(n)]
         chunk = self.max_batch or len(rows)
         chunk = max(n, chunk - chunk % n)  # never split a group across chunks
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(sampling.seed if sampling.seed is not None else torch.seed() % 2**63)
+        noise = self._noise(len(prompts), n, sampling).to(self.device)  # [B, max_tokens]
         completions: list[Completion] = []
         was_training = self.model.training
         self.model.eval()
         try:
             for start in range(0, len(rows), chunk):
-                completions.extend(self._sample(rows[start : start + chunk], sampling, gen))
+                part = slice(start, start + chunk)
+                completions.extend(self._sample(rows[part], sampling, noise[part]))
         finally:
             self.model.train(was_training)
         return [Group(list(p), completions[i * n : (i + 1) * n]) for i, p in enumerate(prompts)]
 
+    @staticmethod
+    def _noise(num_prompts: int, n: int, sp: SamplingParams) -> Tensor:
+        """Uniform draws for inverse-CDF sampling, [prompts * n, max_tokens], one stream per prompt.
+
+        Seeded by (seed, seed_offset + prompt index), so a prompt's samples do not depend on which other
+        prompts share the call: a run split across ranks samples exactly what one process samples.
+        """
+        base = sp.seed if sp.seed is not None else int(torch.seed() % 2**62)
+        out = []
+        for i in range(num_prompts):
+            gen = torch.Generator(device="cpu")
+            gen.manual_seed(prompt_seed(base, sp.seed_offset + i))
+            out.append(torch.rand((n, sp.max_tokens), generator=gen, dtype=torch.float64))
+        return torch.cat(out) if out else torch.zeros((0, sp.max_tokens), dtype=torch.float64)
+
     @torch.no_grad()
-    def _sample(self, rows: list[list[int]], sp: SamplingParams, gen: torch.Generator) -> list[Completion]:
+    def _sample(self, rows: list[list[int]], sp: SamplingParams, noise: Tensor) -> list[Completion]:
         b, p = len(rows), max(len(r) for r in rows)
         ids = torch.full((b, p), self.pad_id, dtype=torch.long)
         attn = torch.zeros((b, p + sp.max_tokens), dtype=torch.long)
@@ -117,7 +132,7 @@ class HFBackend:
         done = torch.zeros(b, dtype=torch.bool, device=self.device)
         lengths = torch.full((b,), sp.max_tokens, dtype=torch.long, device=self.device)
         for t in range(sp.max_tokens):
-            tok, lp = self._pick(logits, sp, gen)  # [B], [B]
+            tok, lp = self._pick(logits, sp, noise[:, t])  # [B], [B]
             tokens.append(tok)
             logps.append(lp)
             hit = torch.isin(tok, stop) & ~done
@@ -135,14 +150,16 @@ class HFBackend:
             past, logits, next_pos = out.past_key_values, out.logits[:, -1, :].float(), next_pos + 1
         return self._collect(torch.stack(tokens, 1), torch.stack(logps, 1), lengths, done)
 
-    def _pick(self, logits: Tensor, sp: SamplingParams, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    def _pick(self, logits: Tensor, sp: SamplingParams, u: Tensor) -> tuple[Tensor, Tensor]:
         if sp.temperature == 0.0:
             tok = logits.argmax(-1)
             return tok, torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
         scaled = _filter_logits(logits / sp.temperature, sp.top_k, sp.top_p)
         logp = torch.log_softmax(scaled, dim=-1)  # [B, V]
-        # sample on CPU with our own generator so a seeded run repeats exactly on any device
-        tok = torch.multinomial(logp.exp().cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
+        # inverse CDF with our own uniform draws: vectorised, and reproducible per prompt
+        cdf = logp.double().exp().cumsum(-1)  # [B, V]
+        tok = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
+        tok = tok.clamp(max=logits.shape[-1] - 1)
         return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
     def _collect(self, toks: Tensor, lps: Tensor, lengths: Tensor, done: Tensor) -> list[Completion]:

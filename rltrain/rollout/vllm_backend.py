@@ -7,7 +7,6 @@ mode costs ~30 s of start-up there and needs a `__main__` guard); on GPU it keep
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -19,18 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from rltrain.config import RolloutConfig
-from rltrain.types import Completion, Group, SamplingParams
+from rltrain.types import Completion, Group, SamplingParams, prompt_seed
 
 GIB = 2**30
-
-
-def request_seed(seed: int, index: int) -> int:
-    """A per-prompt seed; vLLM gives the n samples of a prompt seed, seed+1, ... seed+n-1.
-
-    Hashed rather than `seed + index * n` so that consecutive step seeds never share a stream.
-    """
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % 2**62
 
 
 def _short(err: BaseException, limit: int = 300) -> str:
@@ -213,7 +203,11 @@ class VLLMBackend:
         start = time.perf_counter()
         requests = [self._vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         params = [
-            self._vllm_params(sampling, n, None if sampling.seed is None else request_seed(sampling.seed, i))
+            self._vllm_params(
+                sampling,
+                n,
+                None if sampling.seed is None else prompt_seed(sampling.seed, sampling.seed_offset + i),
+            )
             for i in range(len(prompts))
         ]
         outputs = self.llm.generate(requests, params, lora_request=self._lora, use_tqdm=False)
