@@ -14,7 +14,8 @@ from rltrain.models import resolve_model_path
 from rltrain.rollout.collect import PromptEncoder
 from rltrain.rollout.factory import make_backend, sync_adapter
 from rltrain.run import template_kwargs
-from rltrain.session import Session, build_slots
+from rltrain.rundir import build_slots
+from rltrain.session import Session
 from rltrain.trainer.model import load_policy
 from rltrain.types import SamplingParams
 

@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from rltrain import checkpoint as ckpt
 from rltrain.algo.loss import LossConfig
 from rltrain.config import Config
+from rltrain.distributed import Dist, RankAborted
 from rltrain.envs.scoring import Scorer
 from rltrain.models import find_spec, resolve_model_path
 from rltrain.rollout.backend import RolloutBackend
-from rltrain.rollout.collect import PromptEncoder, collect
+from rltrain.rollout.collect import PromptEncoder, Rollouts, collect, rollout_metrics
 from rltrain.rollout.factory import make_backend, sync_adapter
-from rltrain.session import Session, load_env_files, open_run
+from rltrain.rundir import load_env_files
+from rltrain.session import Session, open_run
 from rltrain.trainer.model import Policy, load_policy
 from rltrain.trainer.step import train_step
 from rltrain.types import Sample, SamplingParams
@@ -42,24 +46,40 @@ def template_kwargs(cfg: Config) -> dict[str, Any]:
 
 def train(cfg: Config, resume: Path | None = None, config_dir: Path = Path(".")) -> Session:
     """Run (or resume) a training run; returns the session with the final record."""
-    for key in cfg.hosted_only_keys_set():
-        log.info("notice: `%s` has no meaning for a local run and is ignored", key)
+    dist = Dist()
+    device = dist.init(cfg.run.device)
+    if dist.is_main:
+        for key in cfg.hosted_only_keys_set():
+            log.info("notice: `%s` has no meaning for a local run and is ignored", key)
     load_env_files(cfg.env_files, config_dir)
-    session, resume_from = open_run(cfg, resume)
+    session, resume_from = open_run(cfg, resume, dist)
     session.stop.install()
-    print(f"rltrain: run directory {session.run_dir}", flush=True)
+    if dist.is_main:
+        print(f"rltrain: run directory {session.run_dir}", flush=True)
     try:
-        _loop(session, cfg, resume_from)
+        _loop(session, cfg, resume_from, device)
     except KeyboardInterrupt:
-        session.record.set_status("cancelled", error="interrupted twice: stopped without a final checkpoint")
+        session.set_status("cancelled", error="interrupted twice: stopped without a final checkpoint")
     except BaseException as err:
-        session.tick()
-        session.save_record()
-        session.record.set_status("failed", error=f"{type(err).__name__}: {err}")
-        (session.run_dir / "error.log").write_text(traceback.format_exc())
+        _fail(session, err)
         raise
-    print(f"rltrain: run {session.record.status} — {session.run_dir}", flush=True)
+    finally:
+        dist.close()
+    if dist.is_main:
+        print(f"rltrain: run {session.record.status} — {session.run_dir}", flush=True)
     return session
+
+
+def _fail(session: Session, err: BaseException) -> None:
+    """Record the failure; a rank's own error first tells the other ranks to stop."""
+    message = str(err) if isinstance(err, RankAborted) else f"{type(err).__name__}: {err}"
+    if not isinstance(err, RankAborted):
+        session.dist.abort(message)
+    session.tick()
+    session.save_record()
+    session.set_status("failed", error=message)
+    if session.dist.is_main:
+        (session.run_dir / "error.log").write_text(traceback.format_exc())
 
 
 @dataclass
@@ -73,9 +93,9 @@ class Engine:
     stop_ids: tuple[int, ...]
 
 
-def _setup(session: Session, cfg: Config, resume_from: Path | None) -> Engine:
+def _setup(session: Session, cfg: Config, resume_from: Path | None, device: torch.device) -> Engine:
     init_adapter = resume_from or (Path(cfg.checkpoint_id) if cfg.checkpoint_id else None)
-    policy = load_policy(cfg, resolve_model_path(cfg.model), init_adapter)
+    policy = load_policy(cfg, resolve_model_path(cfg.model), init_adapter, device=device)
     if resume_from is not None:
         state = ckpt.load_trainer_state(resume_from)
         ckpt.restore(policy, state)
@@ -99,7 +119,7 @@ def _sampling(cfg: Config, engine: Engine, step: int) -> SamplingParams:
     )
 
 
-def _update(cfg: Config, engine: Engine, samples: list[Sample]) -> dict[str, float]:
+def _update(cfg: Config, engine: Engine, samples: list[Sample], dist: Dist) -> dict[str, float]:
     a = cfg.algorithm
     engine.backend.sleep()  # a GPU shared with vLLM: free its memory while the trainer works
     try:
@@ -111,56 +131,72 @@ def _update(cfg: Config, engine: Engine, samples: list[Sample]) -> dict[str, flo
             cfg.sampling.max_tokens,
             cfg.sampling.temperature,
             a.max_grad_norm,
+            dist=dist,
         )
     finally:
         engine.backend.wake_up()
 
 
-def _loop(session: Session, cfg: Config, resume_from: Path | None) -> None:
-    engine = _setup(session, cfg, resume_from)
-    policy, backend = engine.policy, engine.backend
+def _rollouts(session: Session, engine: Engine, cfg: Config, step: int) -> tuple[Rollouts, dict[str, Any]]:
+    """This rank's share of the step's prompts, sampled and scored; metrics over every rank's share."""
+    batch = session.sampler.next_batch(step, cfg.prompts_per_step)
+    start, stop = session.dist.shard(len(batch))
+    sampling = replace(_sampling(cfg, engine, step), seed_offset=start)
+    ro = collect(
+        engine.backend,
+        engine.encoder,
+        session.slots,
+        batch[start:stop],
+        cfg.rollouts_per_example,
+        sampling,
+        engine.scorer,
+        cfg.algorithm.scale_rewards,
+        any(f.type == "zero_advantage" for f in cfg.pre_batch_filters),
+    )
+    shares = session.dist.all_gather((ro.records, ro.errored, ro.filtered_groups))
+    records = [r for recs, _, _ in shares for r in recs]
+    errored: dict[str, int] = {}
+    for _, errs, _ in shares:
+        for name, count in errs.items():
+            errored[name] = errored.get(name, 0) + count
+    metrics = rollout_metrics(records, errored, sum(f for _, _, f in shares))
+    return ro, {"metrics": metrics, "records": records, "sampling": sampling}
+
+
+def _loop(session: Session, cfg: Config, resume_from: Path | None, device: torch.device) -> None:
+    engine = _setup(session, cfg, resume_from, device)
+    policy, backend, dist = engine.policy, engine.backend, session.dist
     session.open_writer()
-    session.record.set_status("running")
+    session.set_status("running")
     first_sync = sync_adapter(backend, policy, session, session.start_step, first=True)
-    drop_zero = any(f.type == "zero_advantage" for f in cfg.pre_batch_filters)
     step = session.start_step
     with session.progress() as bar:
         for step in range(session.start_step + 1, cfg.max_steps + 1):
-            if session.stop.requested:
+            if dist.any(session.stop.requested):
                 step -= 1
                 break
             t0 = time.perf_counter()
             position = session.sampler.state_dict()
-            batch = session.sampler.next_batch(step, cfg.prompts_per_step)
-            sampling = _sampling(cfg, engine, step)
-            ro = collect(
-                backend,
-                engine.encoder,
-                session.slots,
-                batch,
-                cfg.rollouts_per_example,
-                sampling,
-                engine.scorer,
-                cfg.algorithm.scale_rewards,
-                drop_zero,
-            )
-            if session.stop.requested:  # discard this step's rollouts; resume redraws the same prompts
+            ro, gathered = _rollouts(session, engine, cfg, step)
+            if dist.any(session.stop.requested):  # drop this step's rollouts; resume redraws the same prompts
                 session.sampler.load_state_dict(position)
                 step -= 1
                 break
             t1 = time.perf_counter()
-            train_metrics = _update(cfg, engine, ro.samples)
+            train_metrics = _update(cfg, engine, ro.samples, dist)
+            if dist.enabled:
+                train_metrics["lora_checksum"] = dist.check_in_sync(policy.trainable_parameters())
             t2 = time.perf_counter()
             sync = {**first_sync, **sync_adapter(backend, policy, session, step)}
             first_sync = {}
             session.export_adapter(step, policy)
             t3 = time.perf_counter()
             metrics = session.step_metrics(
-                ro.metrics, train_metrics, sync, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
+                gathered["metrics"], train_metrics, sync, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
             )
             session.check_skips(train_metrics)
-            session.maybe_eval(step, backend, engine.encoder, sampling, engine.scorer, metrics)
-            session.log_step(step, metrics, ro.records)
+            session.maybe_eval(step, backend, engine.encoder, gathered["sampling"], engine.scorer, metrics)
+            session.log_step(step, metrics, gathered["records"])
             bar.update(step, metrics)
             if cfg.checkpoints.interval and step % cfg.checkpoints.interval == 0:
                 session.save_checkpoint(step, policy)
@@ -168,4 +204,5 @@ def _loop(session: Session, cfg: Config, resume_from: Path | None) -> None:
         session.save_checkpoint(step, policy)
     engine.scorer.close()
     backend.close()
-    session.finish("cancelled" if session.stop.requested else "succeeded")
+    stopped = dist.any(session.stop.requested)  # every rank must join this collective
+    session.finish("cancelled" if stopped else "succeeded")

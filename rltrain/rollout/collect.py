@@ -31,11 +31,27 @@ class PromptEncoder:
 @dataclass
 class Rollouts:
     samples: list[Sample]  # the groups kept for training
-    groups: list[Group]
-    rewards: list[float]  # every completion's reward (filtered groups included)
-    env_names: list[str]  # per group
-    metrics: dict[str, float] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)  # for rollouts/step_N.jsonl
+    records: list[dict[str, Any]]  # one per completion: what metrics and rollouts/step_N.jsonl need
+    errored: dict[str, int] = field(default_factory=dict)  # scoring failures per environment
+    filtered_groups: int = 0
+
+
+def _score(
+    groups: Sequence[Group], slots: Sequence[EnvSlot], batch: Sequence[tuple[int, Row]], scorer: Scorer
+) -> tuple[list[list[float]], list[list[dict[str, float]]], dict[str, int]]:
+    rewards: list[list[float]] = [[] for _ in groups]
+    parts: list[list[dict[str, float]]] = [[] for _ in groups]
+    errored: dict[str, int] = {}
+    for env_index, slot in enumerate(slots):
+        idx = [i for i, (e, _) in enumerate(batch) if e == env_index]
+        if not idx:
+            continue
+        texts = [[c.text for c in groups[i].completions] for i in idx]
+        scored = scorer.score(slot.name, slot.env, [batch[i][1] for i in idx], texts)
+        for i, s in zip(idx, scored, strict=True):
+            rewards[i], parts[i] = s.rewards, s.parts
+            errored[slot.name] = errored.get(slot.name, 0) + s.errored
+    return rewards, parts, errored
 
 
 def collect(
@@ -49,73 +65,62 @@ def collect(
     scale_rewards: bool,
     drop_zero_advantage: bool,
 ) -> Rollouts:
-    prompts = [encoder.encode(row.prompt) for _, row in batch]
-    groups = backend.generate(prompts, n, sampling)
-    rewards_by_group: list[list[float]] = [[] for _ in groups]
-    parts_by_group: list[list[dict[str, float]]] = [[] for _ in groups]
-    errored: dict[str, int] = {}
-    for env_index, slot in enumerate(slots):
-        idx = [i for i, (e, _) in enumerate(batch) if e == env_index]
-        if not idx:
-            continue
-        texts = [[c.text for c in groups[i].completions] for i in idx]
-        scored = scorer.score(slot.name, slot.env, [batch[i][1] for i in idx], texts)
-        for i, s in zip(idx, scored, strict=True):
-            rewards_by_group[i], parts_by_group[i] = s.rewards, s.parts
-            errored[slot.name] = errored.get(slot.name, 0) + s.errored
-    samples: list[Sample] = []
-    records: list[dict[str, Any]] = []
-    filtered = 0
+    """Sample a group per row, score it, and turn the kept groups into `Sample`s."""
+    groups = backend.generate([encoder.encode(row.prompt) for _, row in batch], n, sampling)
+    rewards_by_group, parts_by_group, errored = _score(groups, slots, batch, scorer)
+    out = Rollouts([], [], errored)
     for gi, (group, rewards) in enumerate(zip(groups, rewards_by_group, strict=True)):
         adv = group_advantages(rewards, scale=scale_rewards)
         keep = not (drop_zero_advantage and is_zero_advantage(adv))
-        filtered += not keep
+        out.filtered_groups += not keep
         for c, r, a, parts in zip(group.completions, rewards, adv, parts_by_group[gi], strict=True):
-            records.append(
+            out.records.append(
                 {
-                    "group": gi,
+                    "group": sampling.seed_offset + gi,
                     "env": slots[batch[gi][0]].name,
                     "completion": c.text,
                     "reward": r,
                     "advantage": a,
                     "parts": parts,
                     "finish": c.finish_reason,
+                    "prompt_tokens": len(group.prompt_ids),
+                    "completion_tokens": len(c.token_ids),
                 }
             )
             if keep:
-                samples.append(
+                out.samples.append(
                     Sample(
-                        group.prompt_ids, c.token_ids, c.logprobs, [1] * len(c.token_ids), r, a, group_id=gi
+                        group.prompt_ids,
+                        c.token_ids,
+                        c.logprobs,
+                        [1] * len(c.token_ids),
+                        r,
+                        a,
+                        group_id=sampling.seed_offset + gi,
                     )
                 )
-    flat = [r for rs in rewards_by_group for r in rs]
-    metrics = _metrics(groups, flat, [slots[e].name for e, _ in batch], rewards_by_group, errored, filtered)
-    return Rollouts(samples, groups, flat, [slots[e].name for e, _ in batch], metrics, records)
+    return out
 
 
-def _metrics(
-    groups: Sequence[Group],
-    rewards: Sequence[float],
-    env_names: Sequence[str],
-    rewards_by_group: Sequence[Sequence[float]],
-    errored: dict[str, int],
-    filtered: int,
+def rollout_metrics(
+    records: Sequence[dict[str, Any]], errored: dict[str, int], filtered: int
 ) -> dict[str, float]:
+    """Step metrics from every completion's record (all ranks' records, when distributed)."""
+    rewards = [r["reward"] for r in records]
     n = max(len(rewards), 1)
     mean = sum(rewards) / n
-    lengths = [len(c.token_ids) for g in groups for c in g.completions]
     out = {
         "reward_mean": mean,
         "reward_std": (sum((r - mean) ** 2 for r in rewards) / n) ** 0.5,
-        "completion_len_mean": sum(lengths) / max(len(lengths), 1),
-        "truncated_frac": sum(c.finish_reason == "length" for g in groups for c in g.completions) / n,
+        "completion_len_mean": sum(r["completion_tokens"] for r in records) / n,
+        "truncated_frac": sum(r["finish"] == "length" for r in records) / n,
         "errored_rollouts": float(sum(errored.values())),
         "filtered_groups": float(filtered),
-        "input_tokens": float(sum(len(g.prompt_ids) * len(g.completions) for g in groups)),
-        "output_tokens": float(sum(lengths)),
+        "input_tokens": float(sum(r["prompt_tokens"] for r in records)),
+        "output_tokens": float(sum(r["completion_tokens"] for r in records)),
     }
-    for name in sorted(set(env_names)):
-        rs = [r for e, g in zip(env_names, rewards_by_group, strict=True) if e == name for r in g]
-        out[f"env/{name}/reward_mean"] = sum(rs) / max(len(rs), 1)
+    for name in sorted({r["env"] for r in records}):
+        mine = [r["reward"] for r in records if r["env"] == name]
+        out[f"env/{name}/reward_mean"] = sum(mine) / len(mine)
         out[f"env/{name}/errored_rollouts"] = float(errored.get(name, 0))
     return out

@@ -2,8 +2,8 @@
 
 Layout per row: [left pad | prompt | completion | right pad]. Every prompt ends at the same column,
 so the completion logits are one contiguous slice for the whole micro-batch and the model only
-projects those positions to the vocabulary. Rows are sorted by length so similar lengths share a
-micro-batch and padding stays small.
+projects those positions to the vocabulary. A micro-batch holds whole GRPO groups (one prompt, so no
+prompt padding), which also makes the split independent of how many processes share the batch.
 """
 
 from __future__ import annotations
@@ -70,7 +70,21 @@ def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
 
 
 def micro_batches(samples: Sequence[Sample], size: int, pad_id: int) -> list[MicroBatch]:
-    """Split into micro-batches of at most `size` rows, grouped by similar length."""
-    order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
-    chunks = [order[i : i + size] for i in range(0, len(order), size)]
-    return [collate([samples[i] for i in chunk], pad_id) for chunk in chunks]
+    """Micro-batches of at most `size` rows that never mix groups from different blocks.
+
+    Groups are packed into blocks of `size // group_size` consecutive global group ids, so the
+    micro-batches (and with them the float rounding of the gradient) are the same whether one process
+    holds the whole batch or each rank holds a contiguous share: 1 and N processes train identically.
+    """
+    by_group: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_group.setdefault(s.group_id, []).append(s)
+    group_size = max((len(g) for g in by_group.values()), default=1)
+    per_block = max(1, size // group_size)
+    blocks: dict[int, list[Sample]] = {}
+    for gid in sorted(by_group):
+        blocks.setdefault(gid // per_block, []).extend(by_group[gid])
+    out: list[MicroBatch] = []
+    for block in blocks.values():
+        out.extend(collate(block[i : i + size], pad_id) for i in range(0, len(block), size))
+    return out

@@ -92,9 +92,11 @@ def _schedule(cfg: Config) -> Any:
     return factor
 
 
-def load_policy(cfg: Config, model_path: str, init_adapter: Path | None = None) -> Policy:
+def load_policy(
+    cfg: Config, model_path: str, init_adapter: Path | None = None, device: torch.device | None = None
+) -> Policy:
     """Base model + a fresh LoRA adapter, or the adapter at `init_adapter` (warm start / resume)."""
-    device = pick_device(cfg.run.device)
+    device = device or pick_device(cfg.run.device)
     dtype = pick_dtype(cfg.run.dtype, device)
     tokenizer = load_tokenizer(model_path)
     try:

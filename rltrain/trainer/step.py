@@ -11,6 +11,7 @@ from torch import Tensor
 
 from rltrain.algo.logprobs import entropy, token_logprobs
 from rltrain.algo.loss import LossConfig, LossInputs, LossNorm, policy_loss
+from rltrain.distributed import Dist
 from rltrain.trainer.batching import MicroBatch, micro_batches
 from rltrain.trainer.model import Policy
 from rltrain.types import Sample
@@ -71,6 +72,64 @@ def _micro_step(
     return stats
 
 
+SUM_KEYS = (
+    "loss",
+    "tokens",
+    "clipped_tokens",
+    "kl_sum",
+    "mismatch_kl_sum",
+    "is_ratio_sum",
+    "is_masked_tokens",
+    "entropy_sum",
+    "forward_tokens",
+)
+
+
+def _accumulate(
+    policy: Policy,
+    samples: Sequence[Sample],
+    cfg: LossConfig,
+    norm: LossNorm,
+    temp: float,
+    micro_batch_size: int,
+) -> tuple[dict[str, float], list[torch.Tensor]]:
+    """Per micro-batch forward/backward; gradients summed in float64 so that the grouping of the sum
+    (one process, or partial sums per rank) does not change the float32 result."""
+    totals = dict.fromkeys(SUM_KEYS, 0.0) | {"is_ratio_max": 0.0}
+    params = policy.trainable_parameters()
+    grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    for mb in micro_batches(samples, micro_batch_size, policy.tokenizer.pad_token_id):
+        try:
+            stats = _micro_step(policy, mb.to(policy.device), cfg, norm, temp)
+        except torch.OutOfMemoryError:
+            raise RuntimeError(
+                f"out of memory in a micro-batch of {mb.input_ids.shape[0]} sequences x "
+                f"{mb.input_ids.shape[1]} tokens: lower algorithm.micro_batch_size (now {micro_batch_size}) "
+                f"or sampling.max_tokens (now {norm.max_tokens})"
+            ) from None
+        for g, p in zip(grads, params, strict=True):
+            if p.grad is not None:
+                g += p.grad.double()
+                p.grad = None
+        for k, v in stats.items():
+            totals[k] = max(totals[k], v) if k.endswith("_max") else totals[k] + v
+    return totals, grads
+
+
+def _reduce(
+    policy: Policy, totals: dict[str, float], grads: list[torch.Tensor], dist: Dist
+) -> dict[str, float]:
+    """Sum gradients and statistics over ranks; every rank then takes the same optimizer step."""
+    dist.all_reduce_sum(grads)
+    for p, g in zip(policy.trainable_parameters(), grads, strict=True):
+        p.grad = g.to(p.dtype)
+    sums = torch.tensor([totals[k] for k in SUM_KEYS], dtype=torch.float64)
+    dist.all_reduce_sum([sums])
+    out = dict(zip(SUM_KEYS, sums.tolist(), strict=True))
+    out["is_ratio_max"] = max(dist.all_gather(totals["is_ratio_max"]))
+    return out
+
+
 def train_step(
     policy: Policy,
     samples: Sequence[Sample],
@@ -79,41 +138,37 @@ def train_step(
     max_tokens: int,
     temperature: float,
     max_grad_norm: float,
+    dist: Dist | None = None,
 ) -> dict[str, float]:
-    """Accumulate gradients over micro-batches, clip, step. A non-finite loss or gradient skips the update."""
+    """Accumulate gradients over micro-batches (and ranks), clip, step. Non-finite loss or gradient: skip."""
+    dist = dist or Dist()
     temp = temperature if temperature > 0 else 1.0
-    norm = LossNorm(
-        num_sequences=len(samples),
-        num_tokens=int(sum(sum(s.loss_mask) for s in samples)),
-        max_tokens=max_tokens,
-    )
-    totals: dict[str, float] = {}
+    counts = torch.tensor([len(samples), sum(sum(s.loss_mask) for s in samples)], dtype=torch.float64)
+    dist.all_reduce_sum([counts])  # the loss is normalised over the global batch
+    norm = LossNorm(num_sequences=int(counts[0]), num_tokens=int(counts[1]), max_tokens=max_tokens)
     policy.optimizer.zero_grad(set_to_none=True)
-    for mb in micro_batches(samples, micro_batch_size, policy.tokenizer.pad_token_id):
-        stats = _micro_step(policy, mb.to(policy.device), cfg, norm, temp)
-        for k, v in stats.items():
-            totals[k] = max(totals.get(k, v), v) if k.endswith("_max") else totals.get(k, 0.0) + v
+    totals = _reduce(policy, *_accumulate(policy, samples, cfg, norm, temp, micro_batch_size), dist)
     params = policy.trainable_parameters()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-    skipped = not (math.isfinite(totals.get("loss", 0.0)) and math.isfinite(grad_norm))
+    skipped = not (math.isfinite(totals["loss"]) and math.isfinite(grad_norm))
     lr = float(policy.scheduler.get_last_lr()[0])
     if skipped:
         policy.optimizer.zero_grad(set_to_none=True)
     else:
         policy.optimizer.step()
     policy.scheduler.step()
-    tokens = max(totals.get("tokens", 0.0), 1.0)
+    tokens = max(totals["tokens"], 1.0)
     return {
-        "loss": totals.get("loss", 0.0),
-        "entropy": totals.get("entropy_sum", 0.0) / tokens,
-        "clip_frac": totals.get("clipped_tokens", 0.0) / tokens,
-        "kl": totals.get("kl_sum", 0.0) / tokens,
-        "mismatch_kl": totals.get("mismatch_kl_sum", 0.0) / tokens,
-        "is_ratio_mean": totals.get("is_ratio_sum", 0.0) / tokens,
-        "is_ratio_max": totals.get("is_ratio_max", 0.0),
-        "is_masked_frac": totals.get("is_masked_tokens", 0.0) / tokens,
+        "loss": totals["loss"],
+        "entropy": totals["entropy_sum"] / tokens,
+        "clip_frac": totals["clipped_tokens"] / tokens,
+        "kl": totals["kl_sum"] / tokens,
+        "mismatch_kl": totals["mismatch_kl_sum"] / tokens,
+        "is_ratio_mean": totals["is_ratio_sum"] / tokens,
+        "is_ratio_max": totals["is_ratio_max"],
+        "is_masked_frac": totals["is_masked_tokens"] / tokens,
         "grad_norm": grad_norm,
         "lr": lr,
-        "training_tokens": totals.get("forward_tokens", 0.0),
+        "training_tokens": totals["forward_tokens"],
         "skipped_update": float(skipped),
     }

@@ -1,0 +1,125 @@
+"""Opening a run: its id and directory, record, lock, environments, env files and signal handling."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from rltrain import checkpoint as ckpt
+from rltrain.config import Config, parse_config
+from rltrain.data import EnvSlot
+from rltrain.distributed import Dist
+from rltrain.envs.loader import load_rltrain_environment
+from rltrain.record import RunRecord, validate_run_id
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop at the next safe point; a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def load_env_files(paths: list[str], base: Path) -> list[str]:
+    """KEY=VALUE lines into os.environ for the environment's code; returns the key names only."""
+    keys = []
+    for raw in paths:
+        path = (base / raw).expanduser() if not Path(raw).is_absolute() else Path(raw)
+        if not path.is_file():
+            raise FileNotFoundError(f"env_files: {raw}: no such file")
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, _, value = line.removeprefix("export ").partition("=")
+            os.environ[key.strip()] = value.strip().strip("'\"")
+            keys.append(key.strip())
+    return keys
+
+
+def build_slots(cfg: Config) -> list[EnvSlot]:
+    slots: list[EnvSlot] = []
+    for entry in cfg.env:
+        name = entry.name or entry.id
+        if any(s.name == name for s in slots):
+            raise ValueError(f"env: two entries named {name!r}; give one a `name`")
+        slots.append(EnvSlot(name, load_rltrain_environment(entry.id, entry.args), entry.ratio))
+    return slots
+
+
+def acquire_lock(run_dir: Path) -> IO[str]:
+    """Hold `.lock` for the life of the process: one writer per run; the pid inside is for `runs cancel`."""
+    handle = (run_dir / ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(f"run {run_dir.name} is being written by another process") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _create(cfg: Config) -> tuple[Path, RunRecord]:
+    run_id = validate_run_id(cfg.run.id or new_run_id())
+    run_dir = (Path(cfg.run.output_dir) / run_id).resolve()
+    if (run_dir / "run.json").exists():
+        raise FileExistsError(f"run.id: {run_id} already exists in {cfg.run.output_dir} (use --resume)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env_label = "+".join(e.id for e in cfg.env)
+    dump = cfg.model_dump(mode="json")
+    record = RunRecord.create(run_dir, run_id, cfg.model, env_label, dump, cfg.run.team_id, status="queued")
+    return run_dir, record
+
+
+def open_run_dir(cfg: Config, resume: Path | None, dist: Dist) -> tuple[Path, RunRecord, IO[str] | None]:
+    """The main rank creates (or reopens) the run; the others join the directory it chose."""
+    lock: IO[str] | None = None
+    if dist.is_main:
+        if resume is not None:
+            run_dir = resume.resolve()
+            if not (run_dir / "run.json").is_file():
+                raise FileNotFoundError(f"--resume {resume}: no run.json there")
+            lock = acquire_lock(run_dir)
+            record = RunRecord.load(run_dir)
+        else:
+            run_dir, record = _create(cfg)
+            lock = acquire_lock(run_dir)
+        (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    chosen = Path(dist.all_gather(str(run_dir) if dist.is_main else "")[0])
+    if not dist.is_main:
+        run_dir, record = chosen, RunRecord.load(chosen)
+    dist.set_run_dir(run_dir)
+    return run_dir, record, lock
+
+
+def latest_for_resume(run_dir: Path, resume: Path | None) -> Path | None:
+    return ckpt.latest_checkpoint(run_dir) if resume is not None else None
+
+
+def stored_config(run_dir: Path) -> Config:
+    return parse_config(json.loads((run_dir / "config.json").read_text()))

@@ -1,0 +1,148 @@
+"""Two processes on CPU (gloo) through `accelerate launch`: same numbers as one process, one writer,
+weights in sync, and a failing rank ends the run everywhere within seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import tomli_w
+
+from rltrain.record import load_schema, read_jsonl
+
+# accelerate's --cpu launches ONE process; these flags give two gloo processes (DESIGN.md)
+LAUNCH = [
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
+SAME = ("reward_mean", "input_tokens", "output_tokens", "training_tokens", "completion_len_mean")
+
+
+def _config(tmp_path: Path, run_id: str, **extra: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "model": "builtin:tiny",
+        "max_steps": 3,
+        "batch_size": 32,
+        "rollouts_per_example": 8,
+        "learning_rate": 1e-2,
+        "max_inflight_rollouts": 16,
+        "sampling": {"max_tokens": 16},
+        "env": [{"id": "digits"}],
+        "rollout": {"backend": "hf"},
+        "checkpoints": {"interval": 2},
+        "run": {"output_dir": str(tmp_path / "runs"), "id": run_id, "progress": False, "tensorboard": False},
+    }
+    cfg.update(extra)
+    path = tmp_path / f"{run_id}.toml"
+    path.write_text(tomli_w.dumps(cfg))
+    return path
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _record(tmp_path: Path, run_id: str) -> dict[str, Any]:
+    record = json.loads((tmp_path / "runs" / run_id / "run.json").read_text())
+    jsonschema.validate(record, load_schema())
+    return record
+
+
+def test_two_processes_match_one(tmp_path: Path) -> None:
+    two = subprocess.run(
+        [sys.executable, *LAUNCH, "-m", "rltrain", "--config", str(_config(tmp_path, "two"))],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    one = subprocess.run(
+        [sys.executable, "-m", "rltrain", "--config", str(_config(tmp_path, "one"))],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    rows2 = read_jsonl(tmp_path / "runs" / "two" / "metrics.jsonl")
+    rows1 = read_jsonl(tmp_path / "runs" / "one" / "metrics.jsonl")
+    assert [r["step"] for r in rows2] == [1, 2, 3]  # one writer: each step once
+    assert [r["world_size"] for r in rows2] == [2.0] * 3
+    for r1, r2 in zip(rows1, rows2, strict=True):
+        assert {k: r1[k] for k in SAME} == {k: r2[k] for k in SAME}
+        assert r2["lora_checksum"] > 0  # present only when ranks compared their weights and agreed
+    # each step's rollout file holds both ranks' completions
+    lines = (tmp_path / "runs" / "two" / "rollouts" / "step_1.jsonl").read_text().splitlines()
+    assert sorted({json.loads(x)["group"] for x in lines}) == [0, 1, 2, 3] and len(lines) == 32
+    rec2, rec1 = _record(tmp_path, "two"), _record(tmp_path, "one")
+    assert rec2["status"] == "succeeded"
+    assert (
+        rec2["usage"]["input_tokens"]
+        == sum(r["input_tokens"] for r in rows2)
+        == rec1["usage"]["input_tokens"]
+    )
+    assert rec2["usage"]["output_tokens"] == rec1["usage"]["output_tokens"]
+    assert [Path(c).name for c in rec2["checkpoints"]] == ["step_2", "step_3"]
+
+
+FAILING = """
+import sys
+import rltrain.run as run
+
+real = run._update
+calls = {"n": 0}
+
+
+def flaky(cfg, engine, samples, dist):
+    calls["n"] += 1
+    if dist.rank == 1 and calls["n"] == 2:
+        raise ValueError("injected failure on rank 1")
+    return real(cfg, engine, samples, dist)
+
+
+run._update = flaky
+from rltrain.__main__ import main
+
+sys.exit(main())
+"""
+
+
+def test_a_failing_rank_fails_the_run_everywhere(tmp_path: Path) -> None:
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING)
+    cfg = _config(tmp_path, "bad", max_steps=6)
+    proc = subprocess.Popen(
+        [sys.executable, *LAUNCH, str(script), "--config", str(cfg)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    metrics = tmp_path / "runs" / "bad" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not read_jsonl(metrics) and proc.poll() is None:
+        time.sleep(0.1)
+    failed_at = time.time()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out[-3000:]
+    assert time.time() - failed_at < 30, "the surviving rank hung"
+    record = _record(tmp_path, "bad")
+    assert record["status"] == "failed"
+    assert "rank 1" in record["error"] and "injected failure" in record["error"]
+    assert record["metrics"]["step"] == 1
