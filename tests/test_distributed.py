@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import tomli_w
 
 from rltrain.record import load_schema, read_jsonl
@@ -146,3 +147,20 @@ def test_a_failing_rank_fails_the_run_everywhere(tmp_path: Path) -> None:
     assert record["status"] == "failed"
     assert "rank 1" in record["error"] and "injected failure" in record["error"]
     assert record["metrics"]["step"] == 1
+
+
+def test_two_processes_each_with_a_vllm_engine(tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    cfg = _config(tmp_path, "vllm2", max_steps=2, rollout={"backend": "vllm"})
+    two = subprocess.run(
+        [sys.executable, *LAUNCH, "-m", "rltrain", "--config", str(cfg)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    rows = read_jsonl(tmp_path / "runs" / "vllm2" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["landed_diff"] < 1e-3  # rank 0's engine took the adapter; rank 1 checked its own too
+    assert _record(tmp_path, "vllm2")["status"] == "succeeded"

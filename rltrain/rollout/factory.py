@@ -93,6 +93,9 @@ def sync_adapter(
         return {}
     t0 = time.perf_counter()
     live = session.run_dir / "adapters" / "live"
+    dist = getattr(session, "dist", None)
+    if dist is not None and dist.enabled:  # each rank's engine reads its own copy: no half-written files
+        live = live / f"rank{dist.rank}"
     path = live / f"v{step + 1}"
     policy.save_adapter(path)
     backend.load_adapter(path, step + 1)
