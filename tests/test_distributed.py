@@ -164,3 +164,25 @@ def test_two_processes_each_with_a_vllm_engine(tmp_path: Path) -> None:
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["landed_diff"] < 1e-3  # rank 0's engine took the adapter; rank 1 checked its own too
     assert _record(tmp_path, "vllm2")["status"] == "succeeded"
+
+
+def test_sigterm_to_the_launcher_cancels_with_a_final_checkpoint(tmp_path: Path) -> None:
+    import signal
+
+    cfg = _config(tmp_path, "term", max_steps=40, checkpoints={"interval": 0})
+    proc = subprocess.Popen(
+        [sys.executable, *LAUNCH, "-m", "rltrain", "--config", str(cfg)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = tmp_path / "runs" / "term" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(read_jsonl(metrics)) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    record = _record(tmp_path, "term")
+    assert record["status"] == "cancelled"
+    last = Path(record["checkpoints"][-1])
+    assert (last / "COMPLETE").is_file() and int(last.name[5:]) == record["metrics"]["step"] >= 2
