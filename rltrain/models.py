@@ -35,11 +35,21 @@ TARGETS_BY_TYPE: dict[str, tuple[list[str], list[str]]] = {
 class ModelSpec:
     name: str  # the short registry name
     hub_id: str
-    family: str  # transformers model_type of the text model
+    family: str  # transformers model_type of the checkpoint (its text model's, minus `_text`)
     params: str  # total (active) parameters, for the table
     chat_template_kwargs: dict[str, object] = field(default_factory=dict)
+    chat_format: str = "chatml"  # the hub tokenizer's chat template; rltrain applies it as shipped
     vllm_dtype: str = "bfloat16"
     moe: bool = False
+
+    @property
+    def lora_targets(self) -> tuple[list[str] | str, list[str]]:
+        """(target_modules, target_parameters): the peft defaults for this family."""
+        return default_targets(self.family)
+
+
+# Qwen3.5 and Nemotron 3 think by default; RL on short answers wants it off (sampling.enable_thinking).
+NO_THINKING: dict[str, object] = {"enable_thinking": False}
 
 
 def _qwen(size: str, moe: bool = False) -> ModelSpec:
@@ -48,8 +58,39 @@ def _qwen(size: str, moe: bool = False) -> ModelSpec:
         hub_id=f"Qwen/Qwen3.5-{size}",
         family="qwen3_5_moe" if moe else "qwen3_5",
         params=size,
-        chat_template_kwargs={"enable_thinking": False},
+        chat_template_kwargs=dict(NO_THINKING),
+        chat_format="chatml (qwen3.5, thinking off)",
         moe=moe,
+    )
+
+
+def _nemotron(name: str, hub_id: str, params: str) -> ModelSpec:
+    return ModelSpec(
+        name, hub_id, "nemotron_h", params, dict(NO_THINKING), "nemotron (thinking off)", moe=True
+    )
+
+
+def _gpt_oss(size: str, params: str) -> ModelSpec:
+    # gpt-oss ships MXFP4 experts; vLLM serves them as is on GPU, and the harmony template's
+    # reasoning effort is set through sampling.reasoning_effort.
+    return ModelSpec(
+        f"gpt-oss-{size}",
+        f"openai/gpt-oss-{size}",
+        "gpt_oss",
+        params,
+        {"reasoning_effort": "low"},
+        "harmony (reasoning low)",
+        moe=True,
+    )
+
+
+def _llama(size: str) -> ModelSpec:
+    return ModelSpec(
+        f"llama-3.2-{size.lower()}-instruct",
+        f"meta-llama/Llama-3.2-{size}-Instruct",
+        "llama",
+        size,
+        chat_format="llama3",
     )
 
 
@@ -58,37 +99,17 @@ REGISTRY: dict[str, ModelSpec] = {
     for s in [
         *(_qwen(size) for size in ("0.8B", "2B", "4B", "9B")),
         *(_qwen(size, moe=True) for size in ("35B-A3B", "122B-A10B", "397B-A17B")),
-        ModelSpec("llama-3.2-1b-instruct", "meta-llama/Llama-3.2-1B-Instruct", "llama", "1B"),
-        ModelSpec("llama-3.2-3b-instruct", "meta-llama/Llama-3.2-3B-Instruct", "llama", "3B"),
-        ModelSpec(
-            "nemotron-3-nano-30b",
-            "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16",
-            "nemotron_h",
-            "30B-A3B",
-            {"enable_thinking": False},
-            moe=True,
-        ),
-        ModelSpec(
-            "nemotron-3-super-120b",
-            "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16",
-            "nemotron_h",
-            "120B-A12B",
-            {"enable_thinking": False},
-            moe=True,
-        ),
-        ModelSpec(
-            "gpt-oss-20b", "openai/gpt-oss-20b", "gpt_oss", "21B-A3.6B", {"reasoning_effort": "low"}, moe=True
-        ),
-        ModelSpec(
-            "gpt-oss-120b",
-            "openai/gpt-oss-120b",
-            "gpt_oss",
-            "117B-A5.1B",
-            {"reasoning_effort": "low"},
-            moe=True,
-        ),
+        _llama("1B"),
+        _llama("3B"),
+        _nemotron("nemotron-3-nano-30b", "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "30B-A3B"),
+        _nemotron("nemotron-3-super-120b", "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16", "120B-A12B"),
+        _gpt_oss("20b", "21B-A3.6B"),
+        _gpt_oss("120b", "117B-A5.1B"),
     ]
 }
+
+# builtin:tiny-<name> -> the tiny family built locally (rltrain/tiny.py); dots and dashes accepted.
+BUILTIN_ALIASES = {"tiny": "qwen3"}
 
 
 def find_spec(model: str) -> ModelSpec | None:
@@ -103,18 +124,26 @@ def find_spec(model: str) -> ModelSpec | None:
 def resolve_model_path(model: str) -> str:
     """What `from_pretrained` should load: a local dir, a hub id, or the built tiny model's dir."""
     if model.startswith("builtin:"):
-        from rltrain.tiny import FAMILIES, tiny_model_path
+        from rltrain.tiny import tiny_model_path
 
-        kind = model.split(":", 1)[1]
-        family = "qwen3" if kind == "tiny" else kind.removeprefix("tiny-")
-        if family not in FAMILIES:
-            raise ValueError(f"model: unknown built-in {model!r} (have builtin:tiny, builtin:tiny-llama)")
-        return str(tiny_model_path(family))
+        return str(tiny_model_path(builtin_family(model)))
     local = Path(model).expanduser()
     if local.is_dir():
         return str(local.resolve())
     spec = find_spec(model)
     return spec.hub_id if spec else model
+
+
+def builtin_family(model: str) -> str:
+    """The tiny family of `builtin:tiny[-FAMILY]`: `builtin:tiny-qwen3.5-moe` -> `qwen3_5_moe`."""
+    from rltrain.tiny import FAMILIES
+
+    kind = model.split(":", 1)[1].lower()
+    family = BUILTIN_ALIASES.get(kind) or kind.removeprefix("tiny-").replace("-", "_").replace(".", "_")
+    if family not in FAMILIES:
+        names = ", ".join(["builtin:tiny"] + [f"builtin:tiny-{f}" for f in FAMILIES if f != "qwen3"])
+        raise ValueError(f"model: unknown built-in {model!r} (have {names})")
+    return family
 
 
 def default_targets(model_type: str) -> tuple[list[str] | str, list[str]]:
@@ -123,3 +152,41 @@ def default_targets(model_type: str) -> tuple[list[str] | str, list[str]]:
         modules, params = TARGETS_BY_TYPE[model_type]
         return list(modules), list(params)
     return "all-linear", []
+
+
+def _targets_text(family: str) -> str:
+    modules, params = default_targets(family)
+    text = modules if isinstance(modules, str) else ",".join(modules)
+    return text + (f" + params {','.join(params)}" if params else "")
+
+
+def _backends(family: str) -> tuple[str, str]:
+    """(GPU, CPU) rollout backends for the table, from the support matrix in rltrain.families."""
+    from rltrain.families import SUPPORT, cpu_vllm_blocker
+
+    support = SUPPORT.get(family)
+    if support is None:
+        return "vllm", "vllm (untested)"
+    return "vllm", "vllm" if cpu_vllm_blocker(support) is None else "hf (fallback)"
+
+
+def format_table() -> str:
+    """The registry as `python -m rltrain models` prints it: one row per model, then LoRA targets."""
+    head = ("name", "hub id", "family", "params", "chat template", "vLLM dtype", "GPU", "CPU")
+    rows = [head]
+    for s in REGISTRY.values():
+        gpu, cpu = _backends(s.family)
+        rows.append((s.name, s.hub_id, s.family, s.params, s.chat_format, s.vllm_dtype, gpu, cpu))
+    from rltrain.tiny import FAMILIES
+
+    for family in FAMILIES:
+        name = "builtin:tiny" if family == "qwen3" else f"builtin:tiny-{family}"
+        gpu, cpu = _backends(family)
+        rows.append((name, "(built locally)", family, "<1M", "chatml", "float32", gpu, cpu))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines += ["", "LoRA targets by family (lora.target_modules; target_parameters = fused MoE experts):"]
+    families = dict.fromkeys([s.family for s in REGISTRY.values()] + list(FAMILIES))
+    lines += [f"  {f:12} {_targets_text(f)}" for f in families]
+    lines += ["", "CPU: 'hf (fallback)' = vLLM-CPU cannot serve it; docs/models.md says why. GPU: vLLM."]
+    return "\n".join(lines)

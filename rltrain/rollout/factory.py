@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 
+from rltrain.adapters import export_adapter, landing_probe
 from rltrain.config import Config
+from rltrain.families import backend_for, checkpoint_model_type, engine_overrides
 from rltrain.models import resolve_model_path
-from rltrain.rollout.backend import RolloutBackend, resolve_backend_name
+from rltrain.rollout.backend import RolloutBackend
 from rltrain.rollout.hf_backend import HFBackend
 from rltrain.trainer.model import Policy
 from rltrain.trainer.step import sequence_logprobs
@@ -25,7 +27,11 @@ class AdapterNotLanded(RuntimeError):
 
 
 def make_backend(cfg: Config, policy: Policy, run_dir: Path) -> RolloutBackend:
-    name = resolve_backend_name(cfg.rollout.backend)
+    model_path = resolve_model_path(cfg.model)
+    # a family vLLM cannot serve here falls back to hf with a one-line notice, never a crash inside vLLM
+    name, notice = backend_for(model_path, cfg.rollout.backend, policy.device.type)
+    if notice:
+        print(f"rltrain: {notice}", flush=True)
 
     def decode(ids: list[int]) -> str:
         return str(policy.tokenizer.decode(ids, skip_special_tokens=True))
@@ -37,12 +43,13 @@ def make_backend(cfg: Config, policy: Policy, run_dir: Path) -> RolloutBackend:
             policy.device,
             policy_model=policy.model,
             max_batch=cfg.max_inflight_rollouts,
+            lean=cfg.rollout.lean_decoder,
         )
     from rltrain.rollout.vllm_backend import VLLMBackend  # the only path that imports vllm
 
     dtype = str(policy.dtype).removeprefix("torch.")
     return VLLMBackend(
-        resolve_model_path(cfg.model),
+        model_path,
         rollout=cfg.rollout,
         dtype=dtype,
         max_lora_rank=cfg.lora.rank,
@@ -50,6 +57,7 @@ def make_backend(cfg: Config, policy: Policy, run_dir: Path) -> RolloutBackend:
         max_model_len=cfg.rollout.max_model_len,
         device=policy.device.type,
         max_num_seqs=cfg.max_inflight_rollouts,
+        engine_overrides=engine_overrides(model_path),
     )
 
 
@@ -97,7 +105,14 @@ def sync_adapter(
     if dist is not None and dist.enabled:  # each rank's engine reads its own copy: no half-written files
         live = live / f"rank{dist.rank}"
     path = live / f"v{step + 1}"
-    policy.save_adapter(path)
+    model_type = checkpoint_model_type(resolve_model_path(session.cfg.model))
+    tol = landed_tolerance(session.cfg, policy.dtype)
+    if first:  # a fresh adapter (B = 0) equals the base model: prove landing with a loud one instead
+        with landing_probe(policy.model):
+            backend.load_adapter(export_adapter(policy.model, live / "probe", model_type), step + 1)
+            probe_diff = landed_check(backend, policy, tol)
+        shutil.rmtree(live / "probe", ignore_errors=True)
+    export_adapter(policy.model, path, model_type)
     backend.load_adapter(path, step + 1)
     for old in live.glob("v*"):
         if old != path:
@@ -105,6 +120,8 @@ def sync_adapter(
     out = {"adapter_sync_s": time.perf_counter() - t0}
     out.update({f"{backend.name}/{k}": v for k, v in getattr(backend, "timings", {}).items()})
     interval = session.cfg.rollout.landed_check_interval
-    if first or (interval and step % interval == 0):
-        out["landed_diff"] = landed_check(backend, policy, landed_tolerance(session.cfg, policy.dtype))
+    if first:
+        out["landed_diff"] = probe_diff
+    elif interval and step % interval == 0:
+        out["landed_diff"] = landed_check(backend, policy, tol)
     return out

