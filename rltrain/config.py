@@ -109,6 +109,7 @@ class RolloutConfig(_Model):
     max_model_len: int | None = Field(None, gt=0)
     enforce_eager: bool = False
     enable_sleep_mode: bool = False
+    lean_decoder: bool = True  # hf backend: the fused fast path for Llama/Qwen3 (off = transformers forward)
     cpu_kv_cache_gib: float = Field(0.25, gt=0.0)
     landed_check_interval: int = Field(10, ge=0)  # steps between landed checks; first sync always
     landed_check_tolerance: float | None = Field(None, gt=0.0)  # None = by dtype (fp32 1e-3, bf16 .05)

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from rltrain import checkpoint as ckpt
+from rltrain.adapters import export_adapter
 from rltrain.config import Config
 from rltrain.data import EnvSlot, PromptSampler
 from rltrain.distributed import Dist
 from rltrain.envs.scoring import Scorer
+from rltrain.families import checkpoint_model_type
+from rltrain.models import resolve_model_path
 from rltrain.progress import Progress
 from rltrain.record import RunRecord, append_jsonl, truncate_jsonl
 from rltrain.rundir import StopFlag, build_slots, latest_for_resume, open_run_dir
@@ -86,10 +89,10 @@ class Session:
             self.writer.flush()
         self.save_record()
 
-    def save_record(self) -> None:
+    def save_record(self, durable: bool = False) -> None:
         if self.dist.is_main:
             usage = self.usage.as_record(self.cfg.usage.price_per_device_hour, devices=self.dist.world)
-            self.record.update(self.last_metrics, usage, self.checkpoints)
+            self.record.update(self.last_metrics, usage, self.checkpoints, durable=durable)
 
     def set_status(self, status: str, error: str | None = None) -> None:
         if self.dist.is_main:
@@ -112,7 +115,7 @@ class Session:
             ckpt.prune(self.run_dir, self.cfg.checkpoints.keep_last)
         kept = {str(p) for p in ckpt.complete_checkpoints(self.run_dir)} | {str(path)}
         self.checkpoints = [c for c in self.checkpoints if c in kept] + [str(path)]
-        self.save_record()
+        self.save_record(durable=True)
 
     def export_adapter(self, step: int, policy: Policy) -> None:
         """`[adapters]`: a standalone copy of the adapter every `interval` steps."""
@@ -120,7 +123,9 @@ class Session:
         if not interval or step % interval or not self.dist.is_main:
             return
         root = self.run_dir / "adapters"
-        policy.save_adapter(root / f"step_{step}")
+        # the layout vLLM applies (e.g. Qwen3.5's language_model prefix); checkpoints keep peft's own
+        model_type = checkpoint_model_type(resolve_model_path(self.cfg.model))
+        export_adapter(policy.model, root / f"step_{step}", model_type)
         if self.cfg.adapters.keep_last:
             found = sorted(root.glob("step_*"), key=lambda p: int(p.name[5:]))
             for old in found[: -self.cfg.adapters.keep_last]:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rltrain.rollout.lean_decoder import LeanDecoder, lean_supported
 from rltrain.types import Completion, Group, SamplingParams, prompt_seed
 
 
@@ -44,6 +45,7 @@ class HFBackend:
         model_path: str | None = None,
         dtype: torch.dtype = torch.float32,
         max_batch: int | None = None,
+        lean: bool = True,
     ) -> None:
         self.decode = decode
         self.pad_id = pad_id
@@ -62,6 +64,9 @@ class HFBackend:
         else:
             raise ValueError("HFBackend needs policy_model or model_path")
         self.timings: dict[str, float] = {"startup_s": 0.0}
+        self.lean_requested = lean
+        self.lean = lean and lean_supported(self.model)  # else transformers' own forward
+        self._lean: LeanDecoder | None = None
 
     def load_adapter(self, path: Path | None, version: int) -> None:
         self.version = version
@@ -70,6 +75,7 @@ class HFBackend:
         from peft import PeftModel
 
         self.model = self._base if path is None else PeftModel.from_pretrained(self._base, str(path)).eval()
+        self.lean = self.lean_requested and lean_supported(self.model)
 
     def sleep(self) -> None:
         pass  # the shared model is the trainer's: nothing to free
@@ -88,12 +94,15 @@ class HFBackend:
         completions: list[Completion] = []
         was_training = self.model.training
         self.model.eval()
+        # the adapter changes every step: merge it into fresh fused weights once per call (~2 ms)
+        self._lean = LeanDecoder(self.model) if self.lean else None
         try:
             for start in range(0, len(rows), chunk):
                 part = slice(start, start + chunk)
                 completions.extend(self._sample(rows[part], sampling, noise[part]))
         finally:
             self.model.train(was_training)
+            self._lean = None
         return [Group(list(p), completions[i * n : (i + 1) * n]) for i, p in enumerate(prompts)]
 
     @staticmethod
@@ -111,18 +120,36 @@ class HFBackend:
             out.append(torch.rand((n, sp.max_tokens), generator=gen, dtype=torch.float64))
         return torch.cat(out) if out else torch.zeros((0, sp.max_tokens), dtype=torch.float64)
 
-    @torch.no_grad()
-    def _sample(self, rows: list[list[int]], sp: SamplingParams, noise: Tensor) -> list[Completion]:
+    def _pad(self, rows: list[list[int]], max_tokens: int) -> tuple[Tensor, Tensor]:
+        """Left-padded ids [B, P] and the valid-token mask [B, P + max_tokens] (bool)."""
         b, p = len(rows), max(len(r) for r in rows)
         ids = torch.full((b, p), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((b, p + sp.max_tokens), dtype=torch.long)
+        valid = torch.zeros((b, p + max_tokens), dtype=torch.bool)
         for i, r in enumerate(rows):
             ids[i, p - len(r) :] = torch.tensor(r)
-            attn[i, p - len(r) : p] = 1
-        attn[:, p:] = 1  # tokens after a row's stop are computed but never returned
-        pos = (attn[:, :p].cumsum(-1) - 1).clamp(min=0)  # [B, P]
-        ids, attn, pos = ids.to(self.device), attn.to(self.device), pos.to(self.device)
+            valid[i, p - len(r) : p] = True
+        valid[:, p:] = True  # tokens after a row's stop are computed but never returned
+        return ids.to(self.device), valid.to(self.device)
+
+    @torch.no_grad()
+    def _sample(self, rows: list[list[int]], sp: SamplingParams, noise: Tensor) -> list[Completion]:
+        ids, valid = self._pad(rows, sp.max_tokens)
         stop = torch.tensor(sorted(sp.stop_token_ids) or [-1], device=self.device)
+
+        def pick(logits: Tensor, t: int) -> tuple[Tensor, Tensor]:
+            return self._pick(logits, sp, noise[:, t])
+
+        if self._lean is not None:
+            return self._collect(*self._lean.sample(ids, valid, sp.max_tokens, stop, pick))
+        return self._collect(*self._sample_transformers(ids, valid, sp.max_tokens, stop, pick))
+
+    def _sample_transformers(
+        self, ids: Tensor, valid: Tensor, max_tokens: int, stop: Tensor, pick: Any
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The general path: any causal LM through transformers' own KV cache."""
+        b, p = ids.shape
+        attn = valid.long()
+        pos = (attn[:, :p].cumsum(-1) - 1).clamp(min=0)  # [B, P]
         out = self.model(
             input_ids=ids, attention_mask=attn[:, :p], position_ids=pos, use_cache=True, logits_to_keep=1
         )
@@ -130,15 +157,15 @@ class HFBackend:
         next_pos = pos[:, -1:] + 1  # [B, 1]
         tokens, logps = [], []
         done = torch.zeros(b, dtype=torch.bool, device=self.device)
-        lengths = torch.full((b,), sp.max_tokens, dtype=torch.long, device=self.device)
-        for t in range(sp.max_tokens):
-            tok, lp = self._pick(logits, sp, noise[:, t])  # [B], [B]
+        lengths = torch.full((b,), max_tokens, dtype=torch.long, device=self.device)
+        for t in range(max_tokens):
+            tok, lp = pick(logits, t)  # [B], [B]
             tokens.append(tok)
             logps.append(lp)
             hit = torch.isin(tok, stop) & ~done
             lengths = torch.where(hit, torch.full_like(lengths, t + 1), lengths)
             done |= hit
-            if bool(done.all()) or t + 1 == sp.max_tokens:
+            if bool(done.all()) or t + 1 == max_tokens:
                 break
             out = self.model(
                 input_ids=tok[:, None],
@@ -148,7 +175,7 @@ class HFBackend:
                 use_cache=True,
             )
             past, logits, next_pos = out.past_key_values, out.logits[:, -1, :].float(), next_pos + 1
-        return self._collect(torch.stack(tokens, 1), torch.stack(logps, 1), lengths, done)
+        return torch.stack(tokens, 1), torch.stack(logps, 1), lengths, done
 
     def _pick(self, logits: Tensor, sp: SamplingParams, u: Tensor) -> tuple[Tensor, Tensor]:
         if sp.temperature == 0.0:
