@@ -36,6 +36,7 @@ def make_run_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "sampling": {"max_tokens": 16},
         "env": [{"id": "digits"}],
         "lora": {"rank": 16, "alpha": 32},
+        "algorithm": {"variant": "dapo"},  # the demo's loss: it learns digits reliably (configs/demo.toml)
         "rollout": {"backend": "hf"},
         "run": {"output_dir": str(tmp_path / "runs"), "progress": False, "tensorboard": False, "seed": 0},
     }
