@@ -95,4 +95,5 @@ def prune(run_dir: Path, keep_last: int | None) -> None:
     if keep_last is None:
         return
     for old in complete_checkpoints(run_dir)[:-keep_last]:
+        (old / MARKER).unlink()  # first: a kill mid-delete must not leave a "complete" remnant
         shutil.rmtree(old, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -127,7 +128,17 @@ class RunRecord:
         self.save(durable=durable)  # every step; status changes and checkpoints are durable
 
     def save(self, durable: bool = True) -> None:
-        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str) + "\n", durable=durable)
+        text = json.dumps(finite(self.data), indent=2, default=str, allow_nan=False)
+        atomic_write_text(self.path, text + "\n", durable=durable)
+
+
+def finite(value: Any) -> Any:
+    """NaN/inf as null: a skipped update logs a NaN loss, and a bare NaN is not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    return [finite(v) for v in value] if isinstance(value, list) else value
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:

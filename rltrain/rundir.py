@@ -10,14 +10,14 @@ import signal
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 from rltrain import checkpoint as ckpt
 from rltrain.config import Config, parse_config
 from rltrain.data import EnvSlot
 from rltrain.distributed import Dist
 from rltrain.envs.loader import load_rltrain_environment
-from rltrain.record import RunRecord, validate_run_id
+from rltrain.record import RunRecord, atomic_write_text, truncate_jsonl, validate_run_id
 
 
 class StopFlag:
@@ -92,6 +92,7 @@ def _create(cfg: Config) -> tuple[Path, RunRecord]:
     run_dir.mkdir(parents=True, exist_ok=True)
     env_label = "+".join(e.id for e in cfg.env)
     dump = cfg.model_dump(mode="json")
+    write_config(run_dir, dump)  # before run.json: a record never exists without its config
     record = RunRecord.create(run_dir, run_id, cfg.model, env_label, dump, cfg.run.team_id, status="queued")
     return run_dir, record
 
@@ -109,7 +110,7 @@ def open_run_dir(cfg: Config, resume: Path | None, dist: Dist) -> tuple[Path, Ru
         else:
             run_dir, record = _create(cfg)
             lock = acquire_lock(run_dir)
-        (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        write_config(run_dir, cfg.model_dump(mode="json"))
     chosen = Path(dist.all_gather(str(run_dir) if dist.is_main else "")[0])
     if not dist.is_main:
         run_dir, record = chosen, RunRecord.load(chosen)
@@ -117,8 +118,17 @@ def open_run_dir(cfg: Config, resume: Path | None, dist: Dist) -> tuple[Path, Ru
     return run_dir, record, lock
 
 
-def latest_for_resume(run_dir: Path, resume: Path | None) -> Path | None:
-    return ckpt.latest_checkpoint(run_dir) if resume is not None else None
+def write_config(run_dir: Path, dump: dict[str, Any]) -> None:
+    """Atomic: a kill in the middle of a plain write_text leaves an empty config and an unresumable run."""
+    atomic_write_text(run_dir / "config.json", json.dumps(dump, indent=2))
+
+
+def latest_for_resume(run_dir: Path, resume: Path | None, dist: Dist) -> Path | None:
+    latest = ckpt.latest_checkpoint(run_dir) if resume is not None else None
+    if resume is not None and latest is None and dist.is_main:
+        # killed before its first complete checkpoint: the run starts over, so drop the dead rows
+        truncate_jsonl(run_dir / "metrics.jsonl", 0)
+    return latest
 
 
 def stored_config(run_dir: Path) -> Config:

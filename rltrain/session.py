@@ -239,4 +239,4 @@ def open_run(cfg: Config, resume: Path | None, dist: Dist | None = None) -> tupl
     run_dir, record, lock = open_run_dir(cfg, resume, dist)
     slots = build_slots(cfg)
     session = Session(cfg, run_dir, record, slots, PromptSampler(slots, cfg.run.seed), dist=dist, lock=lock)
-    return session, latest_for_resume(run_dir, resume)
+    return session, latest_for_resume(run_dir, resume, dist)
