@@ -1,5 +1,5 @@
 """Command line: `python -m rltrain --config X.toml [--resume RUN_DIR] [--key.sub value ...]`,
-plus `init [PATH]`, `runs [show ID]`, `envs`, `models`."""
+plus `init [PATH]`, `runs [show ID | cancel ID]`, `submit`, `worker`, `eval`, `envs`, `models`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from rltrain.config import ConfigError, load_config, parse_config
 from rltrain.starter import STARTER_CONFIG
 
-COMMANDS = ("init", "runs", "envs", "models")
+COMMANDS = ("init", "runs", "envs", "models", "submit", "worker", "eval")
 
 
 def _fail(msg: str, code: int) -> int:
@@ -48,14 +48,8 @@ def cmd_train(argv: list[str]) -> int:
     config_dir = Path(args.config).resolve().parent if args.config else Path.cwd()
     try:
         session = train(cfg, resume, config_dir)
-    except (
-        ValueError,
-        RuntimeError,
-        FileNotFoundError,
-        FileExistsError,
-        ImportError,
-        FloatingPointError,
-    ) as err:
+    except (ValueError, RuntimeError, OSError, ImportError, FloatingPointError) as err:
+        # the record already says failed (with the traceback in error.log): one line here
         return _fail(f"run failed: {err}", 1)
     return 0 if session.record.status in ("succeeded", "cancelled") else 1
 
@@ -70,25 +64,112 @@ def cmd_init(argv: list[str]) -> int:
 
 
 def cmd_runs(argv: list[str]) -> int:
-    root = Path(os.environ.get("RLTRAIN_RUNS", "runs"))
-    if argv[:1] == ["show"]:
+    from rltrain import queue
+
+    root = queue.runs_root()
+    if argv[:1] in (["show"], ["cancel"]):
         if len(argv) < 2:
-            return _fail("runs show ID", 2)
-        path = root / argv[1] / "run.json"
-        if not path.is_file():
-            return _fail(f"runs show: no run {argv[1]!r} in {root}", 2)
-        print(path.read_text(), end="")
-        return 0
-    print(f"{'id':32} {'status':10} {'step':>9} {'reward':>7} {'tokens':>9}  base_model / environment")
-    for rec_path in sorted(root.glob("*/run.json")):
-        rec = json.loads(rec_path.read_text())
-        m, u = rec.get("metrics", {}), rec.get("usage", {})
-        steps = f"{m.get('step', 0)}/{rec.get('config', {}).get('max_steps', '?')}"
-        tokens = u.get("input_tokens", 0) + u.get("output_tokens", 0)
+            return _fail(f"runs {argv[0]} ID", 2)
+        try:
+            run_dir = queue.run_path(root, argv[1])
+        except ValueError as err:
+            return _fail(f"runs {argv[0]}: {err}", 2)
+        rec = queue.read_record(run_dir)
+        if rec is None:
+            return _fail(f"runs {argv[0]}: no run {argv[1]!r} in {root}", 2)
+        return _runs_cancel(run_dir, argv[2:]) if argv[0] == "cancel" else _runs_show(run_dir, rec)
+    print(
+        f"{'id':32} {'status':12} {'step':>9} {'reward':>7} {'tokens':>9} {'cost':>8} {'age':>4}  "
+        "base_model / environment"
+    )
+    for run_dir in queue.all_runs(root):
+        rec = queue.read_record(run_dir)
+        if rec is None:
+            print(f"{run_dir.name:32} unreadable   (run.json does not parse)")
+            continue
+        m, u = rec.get("metrics") or {}, rec.get("usage") or {}
+        steps = f"{m.get('step', 0)}/{(rec.get('config') or {}).get('max_steps', '?')}"
+        tokens = int(u.get("input_tokens", 0)) + int(u.get("output_tokens", 0))
         print(
-            f"{rec['id']:32} {rec['status']:10} {steps:>9} {m.get('reward_mean', 0.0):7.3f} {tokens:9d}  "
-            f"{rec.get('base_model')} / {rec.get('environment')}"
+            f"{rec.get('id', run_dir.name):32} {queue.effective_status(run_dir, rec):12} {steps:>9} "
+            f"{float(m.get('reward_mean', 0.0)):7.3f} {tokens:9d} {float(u.get('cost_usd', 0.0)):8.2f} "
+            f"{_age(str(rec.get('created_at', ''))):>4}  {rec.get('base_model')} / {rec.get('environment')}"
         )
+    return 0
+
+
+def _age(created_at: str) -> str:
+    from datetime import datetime, timezone
+
+    try:
+        then = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    s = int((datetime.now(timezone.utc) - then).total_seconds())
+    unit, size = next(((u, n) for u, n in (("d", 86400), ("h", 3600), ("m", 60)) if s >= n), ("s", 1))
+    return f"{max(s, 0) // size}{unit}"
+
+
+def _runs_show(run_dir: Path, rec: dict) -> int:
+    from rltrain import queue
+
+    print((run_dir / "run.json").read_text(), end="")
+    if queue.effective_status(run_dir, rec) == "failed-stale":
+        _fail(
+            f"failed-stale: no process holds this run; continue it: python -m rltrain --resume {run_dir}", 0
+        )
+    return 0
+
+
+def _runs_cancel(run_dir: Path, argv: list[str]) -> int:
+    from rltrain import queue
+
+    parser = argparse.ArgumentParser(prog="python -m rltrain runs cancel ID")
+    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the run to end")
+    args = parser.parse_args(argv)
+    try:
+        print(f"rltrain: {queue.cancel(run_dir)}")
+    except RuntimeError as err:
+        return _fail(str(err), 1)
+    if args.wait:
+        status = queue.wait_until_done(run_dir, args.wait)
+        print(f"rltrain: run {run_dir.name} {status}")
+        return 0 if status == "cancelled" else 1
+    return 0
+
+
+def cmd_submit(argv: list[str]) -> int:
+    from rltrain import queue
+
+    parser = argparse.ArgumentParser(prog="python -m rltrain submit", description="Queue a run for a worker.")
+    parser.add_argument("--config", required=True, help="TOML config")
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        run_dir = queue.submit(args.config, overrides)
+    except (ValueError, FileExistsError) as err:  # ConfigError is a ValueError; so is a bad run id
+        return _fail(str(err), 2)
+    print(run_dir.name)
+    _fail(f"queued run {run_dir.name} in {run_dir.parent}; `python -m rltrain worker` runs it", 0)
+    return 0
+
+
+def cmd_worker(argv: list[str]) -> int:
+    import signal
+
+    from rltrain import queue
+
+    parser = argparse.ArgumentParser(prog="python -m rltrain worker", description="Run queued runs.")
+    parser.add_argument("--once", action="store_true", help="run what is queued, then exit (no polling)")
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between looks at an empty queue")
+    parser.add_argument(
+        "--runs", default=str(queue.runs_root()), help="runs directory (default $RLTRAIN_RUNS or runs)"
+    )
+    args = parser.parse_args(argv)
+    worker = queue.Worker(Path(args.runs), args.poll)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, worker.handle_signal)
+    print(f"rltrain worker: pid {os.getpid()}, watching {args.runs}", flush=True)
+    worker.run(once=args.once)
     return 0
 
 
@@ -105,13 +186,16 @@ def cmd_envs(argv: list[str]) -> int:
 
 
 def cmd_models(argv: list[str]) -> int:
-    from rltrain.models import REGISTRY
+    from rltrain.models import format_table
 
-    print(f"{'name':24} {'hub id':48} {'family':12} params")
-    for spec in REGISTRY.values():
-        print(f"{spec.name:24} {spec.hub_id:48} {spec.family:12} {spec.params}")
-    print(f"{'builtin:tiny':24} {'(built locally)':48} {'qwen3':12} 0.9M")
+    print(format_table())
     return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from rltrain.eval_cli import run_eval
+
+    return run_eval(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "vllm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if argv and argv[0] in COMMANDS:
-        return {"init": cmd_init, "runs": cmd_runs, "envs": cmd_envs, "models": cmd_models}[argv[0]](argv[1:])
+        handlers = {"init": cmd_init, "runs": cmd_runs, "envs": cmd_envs, "models": cmd_models}
+        handlers.update(submit=cmd_submit, worker=cmd_worker, eval=cmd_eval)
+        return handlers[argv[0]](argv[1:])
     return cmd_train(argv)
 
 

@@ -41,3 +41,18 @@ def test_eval_base_then_trained_adapter(
     trained = _table(capsys)
     assert trained["avg"] > base["avg"] + 0.3, (base, trained)
     assert run_eval(["--config", str(path), "--adapter", str(tmp_path)]) == 2
+
+
+def test_eval_is_a_cli_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("model = 'builtin:tiny'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rltrain", "eval", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "max_steps: required key is missing" in proc.stderr
