@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rltrain.rollout.decode import Pick, decode_loop
 from rltrain.rollout.lean_decoder import LeanDecoder, lean_supported
 from rltrain.types import Completion, Group, SamplingParams, prompt_seed
 
@@ -144,38 +145,29 @@ class HFBackend:
         return self._collect(*self._sample_transformers(ids, valid, sp.max_tokens, stop, pick))
 
     def _sample_transformers(
-        self, ids: Tensor, valid: Tensor, max_tokens: int, stop: Tensor, pick: Any
+        self, ids: Tensor, valid: Tensor, max_tokens: int, stop: Tensor, pick: Pick
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The general path: any causal LM through transformers' own KV cache."""
-        b, p = ids.shape
+        p = ids.shape[1]
         attn = valid.long()
         pos = (attn[:, :p].cumsum(-1) - 1).clamp(min=0)  # [B, P]
         out = self.model(
             input_ids=ids, attention_mask=attn[:, :p], position_ids=pos, use_cache=True, logits_to_keep=1
         )
-        past, logits = out.past_key_values, out.logits[:, -1, :].float()  # [B, V]
-        next_pos = pos[:, -1:] + 1  # [B, 1]
-        tokens, logps = [], []
-        done = torch.zeros(b, dtype=torch.bool, device=self.device)
-        lengths = torch.full((b,), max_tokens, dtype=torch.long, device=self.device)
-        for t in range(max_tokens):
-            tok, lp = pick(logits, t)  # [B], [B]
-            tokens.append(tok)
-            logps.append(lp)
-            hit = torch.isin(tok, stop) & ~done
-            lengths = torch.where(hit, torch.full_like(lengths, t + 1), lengths)
-            done |= hit
-            if bool(done.all()) or t + 1 == max_tokens:
-                break
+        state = {"past": out.past_key_values}
+
+        def step(tok: Tensor, t: int) -> Tensor:
             out = self.model(
                 input_ids=tok[:, None],
                 attention_mask=attn[:, : p + t + 1],
-                position_ids=next_pos,
-                past_key_values=past,
+                position_ids=pos[:, -1:] + 1 + t,
+                past_key_values=state["past"],
                 use_cache=True,
             )
-            past, logits, next_pos = out.past_key_values, out.logits[:, -1, :].float(), next_pos + 1
-        return torch.stack(tokens, 1), torch.stack(logps, 1), lengths, done
+            state["past"] = out.past_key_values
+            return out.logits[:, -1, :]
+
+        return decode_loop(out.logits[:, -1, :], step, pick, stop, max_tokens)
 
     def _pick(self, logits: Tensor, sp: SamplingParams, u: Tensor) -> tuple[Tensor, Tensor]:
         if sp.temperature == 0.0:

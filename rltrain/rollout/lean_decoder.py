@@ -10,12 +10,13 @@ trainer recomputes them anyway, and mismatch correction covers the rest).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from rltrain.rollout.decode import Pick, decode_loop
 
 SUPPORTED_TYPES = ("llama", "qwen3")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -157,25 +158,15 @@ class LeanDecoder:
         valid: Tensor,
         max_tokens: int,
         stop: Tensor,
-        pick: Callable[[Tensor, int], tuple[Tensor, Tensor]],
+        pick: Pick,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """ids [B, P] left-padded, valid [B, P + T]: tokens and logprobs [B, T], lengths and done [B]."""
-        b, p = ids.shape
+        p = ids.shape[1]
         logits, cache = self._prefill(ids, valid, p + max_tokens)
-        next_pos = valid[:, :p].long().sum(-1, keepdim=True)  # [B, 1]
-        toks, lps = [], []
-        done = torch.zeros(b, dtype=torch.bool, device=ids.device)
-        lengths = torch.full((b,), max_tokens, dtype=torch.long, device=ids.device)
-        for t in range(max_tokens):
-            tok, lp = pick(logits.float(), t)
-            toks.append(tok)
-            lps.append(lp)
-            hit = torch.isin(tok, stop) & ~done
-            lengths = torch.where(hit, torch.full_like(lengths, t + 1), lengths)
-            done |= hit
-            if bool(done.all()) or t + 1 == max_tokens:
-                break
+        first_pos = valid[:, :p].long().sum(-1, keepdim=True)  # [B, 1]: left padding takes no position
+
+        def step(tok: Tensor, t: int) -> Tensor:
             mask = valid[:, None, None, : p + t + 1]  # [B, 1, 1, S]
-            logits = self.forward(tok[:, None], next_pos, cache, p + t, mask)
-            next_pos = next_pos + 1
-        return torch.stack(toks, 1), torch.stack(lps, 1), lengths, done
+            return self.forward(tok[:, None], first_pos + t, cache, p + t, mask)
+
+        return decode_loop(logits, step, pick, stop, max_tokens)
