@@ -4,13 +4,12 @@ plus `init [PATH]`, `runs [show ID | cancel ID]`, `submit`, `worker`, `eval`, `e
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from rltrain.config import ConfigError, load_config, parse_config
+from rltrain.config import ConfigError, load_config
 from rltrain.starter import STARTER_CONFIG
 
 COMMANDS = ("init", "runs", "envs", "models", "submit", "worker", "eval")
@@ -34,11 +33,10 @@ def cmd_train(argv: list[str]) -> int:
         if args.config:
             cfg = load_config(args.config, overrides)
         else:
-            from rltrain.config import apply_overrides
+            from rltrain.rundir import stored_config
 
             assert resume is not None
-            stored = json.loads((resume / "config.json").read_text())
-            cfg = parse_config(apply_overrides(stored, overrides))
+            cfg = stored_config(resume, overrides)
     except ConfigError as err:
         return _fail(str(err), 2)
     except FileNotFoundError as err:

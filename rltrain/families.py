@@ -8,6 +8,7 @@ one-line notice instead. On GPU every family uses vLLM.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ def family_of(model_type: str) -> str:
     return model_type.removesuffix("_text")
 
 
+@functools.lru_cache(maxsize=16)  # asked every adapter sync; a checkpoint's config.json does not change
 def checkpoint_model_type(model_path: str) -> str | None:
     """`model_type` from the checkpoint's own config.json (a local dir or a cached hub id), else None.
 

@@ -15,18 +15,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
 from rltrain.config import ConfigError, load_config
-from rltrain.record import RunRecord, atomic_write_text, validate_run_id
+from rltrain.record import RunRecord, validate_run_id
+from rltrain.rundir import create_run_dir
 
 LOCK, CLAIM, LOG = ".lock", ".claim", "output.log"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -138,19 +137,8 @@ def submit(config: str, overrides: list[str]) -> Path:
     """Validate the config and record a `queued` run; returns its directory."""
     cfg = load_config(config, overrides)
     _pin_paths(cfg, Path(config).resolve().parent)
-    run_id = validate_run_id(
-        cfg.run.id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    )
-    run_dir = (Path(cfg.run.output_dir) / run_id).resolve()
-    if (run_dir / "run.json").exists():
-        raise FileExistsError(f"run.id: {run_id} already exists in {cfg.run.output_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = cfg.model_dump(mode="json")
-    # config.json first: a worker only looks at dirs with run.json, and then needs the config.
-    atomic_write_text(run_dir / "config.json", json.dumps(data, indent=2))
-    envs = "+".join(e.id for e in cfg.env)
-    RunRecord.create(run_dir, run_id, cfg.model, envs, data, cfg.run.team_id, status="queued")
-    return run_dir
+    # config.json before run.json: a worker only looks at dirs with run.json, and then needs the config
+    return create_run_dir(cfg)[0]
 
 
 def all_runs(root: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from types import FrameType
 from typing import IO, Any
 
 from rltrain import checkpoint as ckpt
-from rltrain.config import Config, parse_config
+from rltrain.config import Config, apply_overrides, parse_config
 from rltrain.data import EnvSlot
 from rltrain.distributed import Dist
 from rltrain.envs.loader import load_rltrain_environment
@@ -84,7 +84,8 @@ def acquire_lock(run_dir: Path) -> IO[str]:
     return handle
 
 
-def _create(cfg: Config) -> tuple[Path, RunRecord]:
+def create_run_dir(cfg: Config) -> tuple[Path, RunRecord]:
+    """A new run directory with its config.json and a `queued` record (for `train` and `submit`)."""
     run_id = validate_run_id(cfg.run.id or new_run_id())
     run_dir = (Path(cfg.run.output_dir) / run_id).resolve()
     if (run_dir / "run.json").exists():
@@ -107,10 +108,10 @@ def open_run_dir(cfg: Config, resume: Path | None, dist: Dist) -> tuple[Path, Ru
                 raise FileNotFoundError(f"--resume {resume}: no run.json there")
             lock = acquire_lock(run_dir)
             record = RunRecord.load(run_dir)
+            write_config(run_dir, cfg.model_dump(mode="json"))  # overrides given to --resume stick
         else:
-            run_dir, record = _create(cfg)
+            run_dir, record = create_run_dir(cfg)
             lock = acquire_lock(run_dir)
-        write_config(run_dir, cfg.model_dump(mode="json"))
     chosen = Path(dist.all_gather(str(run_dir) if dist.is_main else "")[0])
     if not dist.is_main:
         run_dir, record = chosen, RunRecord.load(chosen)
@@ -131,5 +132,6 @@ def latest_for_resume(run_dir: Path, resume: Path | None, dist: Dist) -> Path | 
     return latest
 
 
-def stored_config(run_dir: Path) -> Config:
-    return parse_config(json.loads((run_dir / "config.json").read_text()))
+def stored_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """The config a run was started with (config.json), with command-line overrides applied."""
+    return parse_config(apply_overrides(json.loads((run_dir / "config.json").read_text()), overrides or []))
