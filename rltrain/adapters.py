@@ -44,15 +44,18 @@ def _rename(key: str, renames: list[tuple[str, str]]) -> str:
     return key
 
 
-def export_adapter(policy_model: Any, path: Path, model_type: str | None) -> Path:
+def export_adapter(
+    policy_model: Any, path: Path, model_type: str | None, state: dict[str, Any] | None = None
+) -> Path:
     """Save `policy_model`'s adapter (a peft model) to `path`, named as the rollout engine expects.
 
     `model_type` is the base checkpoint's (rltrain.families.checkpoint_model_type), not the loaded model's.
+    `state`: the adapter's tensors when the model cannot give them itself (sharded: Policy.adapter_state).
     """
     from safetensors.torch import load_file, save_file
 
     path = Path(path)
-    policy_model.save_pretrained(str(path))
+    policy_model.save_pretrained(str(path), state_dict=state)
     renames = key_renames(model_type)
     if renames:
         weights = path / ADAPTER_FILE
@@ -102,13 +105,15 @@ def landing_probe(policy_model: Any, seed: int = 0, scale: float = 0.1) -> Itera
     """
     import torch
 
+    from rltrain.trainer.fsdp import like
+
     params = [p for name, p in policy_model.named_parameters() if "lora_B" in name]
     saved = [p.detach().clone() for p in params]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # the same values on every rank: shards stay consistent
     try:
         with torch.no_grad():
             for p in params:
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p) * scale)
+                p.copy_(like(torch.randn(p.shape, generator=gen, dtype=torch.float32) * scale, p))
         yield
     finally:
         with torch.no_grad():

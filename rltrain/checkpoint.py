@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, policy: Policy, extra: dict[str, Any]) -> Path:
+@dataclass
+class Snapshot:
+    """The policy's saveable state; taking it is a collective when the model is sharded."""
+
+    adapter: dict[str, torch.Tensor] | None  # None: peft reads the (unsharded) model itself
+    optimizer: dict[str, Any]
+
+
+def snapshot(policy: Policy) -> Snapshot:
+    return Snapshot(policy.adapter_state(), policy.optimizer_state())
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, policy: Policy, extra: dict[str, Any], snap: Snapshot | None = None
+) -> Path:
     """Write `checkpoints/step_{step}`; `extra` holds loop state (data position, usage, metrics)."""
+    snap = snap or snapshot(policy)
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
     try:
-        policy.save_adapter(tmp)
+        policy.save_adapter(tmp, snap.adapter)
         state = {
             "step": step,
-            "optimizer": policy.optimizer.state_dict(),
+            "optimizer": snap.optimizer,
             "scheduler": policy.scheduler.state_dict(),
             "rng": rng_state(),
             **extra,
@@ -82,7 +98,7 @@ def load_trainer_state(ckpt: Path) -> dict[str, Any]:
 
 
 def restore(policy: Policy, state: dict[str, Any]) -> None:
-    policy.optimizer.load_state_dict(state["optimizer"])
+    policy.load_optimizer_state(state["optimizer"])
     policy.scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
 

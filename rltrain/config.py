@@ -134,6 +134,14 @@ class RunConfig(_Model):
     progress: bool = True
 
 
+class FsdpConfig(_Model):
+    """Shard the trainer's model over the ranks (torch FSDP2) for models too large for one device."""
+
+    enabled: bool = False
+    reshard_after_forward: bool = True  # False: keep layers gathered between forward and backward
+    cpu_offload: bool = False  # shards and optimizer state in host memory (GPU only)
+
+
 class UsageConfig(_Model):
     price_per_device_hour: float = Field(0.0, ge=0.0)
 
@@ -164,6 +172,7 @@ class Config(_Model):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     # Hosted-only keys (see HOSTED_ONLY_KEYS); typed loosely because they are never used.

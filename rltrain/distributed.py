@@ -76,10 +76,17 @@ class Dist:
             self.abort_path.unlink(missing_ok=True)
         self.barrier()
 
-    def abort(self, message: str) -> None:
-        """Tell the other ranks to stop (written before this rank exits)."""
-        if self.enabled and self.abort_path is not None:
-            self.abort_path.write_text(f"rank {self.rank}: {message}\n")
+    def abort(self, message: str) -> str:
+        """Tell the other ranks to stop (written before this rank exits); returns the run's error:
+        the first rank's to fail, when another rank got there before this one."""
+        if not self.enabled or self.abort_path is None:
+            return message
+        try:
+            with self.abort_path.open("x") as f:  # exclusive: the first failure is never overwritten
+                f.write(f"rank {self.rank}: {message}\n")
+        except FileExistsError:
+            return self.abort_path.read_text().strip() or message
+        return f"rank {self.rank}: {message}"
 
     def _wait(self, work: Any) -> None:
         while not work.is_completed():
@@ -122,6 +129,10 @@ class Dist:
         out = [torch.zeros(longest, dtype=torch.uint8) for _ in range(self.world)]
         self._wait(td.all_gather(out, padded, group=self._group, async_op=True))
         return [pickle.loads(o[: int(s.item())].numpy().tobytes()) for o, s in zip(out, sizes, strict=True)]
+
+    def all_done(self, mine: bool) -> bool:
+        """True on every rank once every rank is done (lockstep decoding with a sharded model)."""
+        return not self.any(not mine)
 
     def any(self, flag: bool) -> bool:
         """True on every rank when any rank's flag is set (e.g. a stop request)."""

@@ -22,6 +22,7 @@ from rltrain.rollout.collect import PromptEncoder, Rollouts, collect, rollout_me
 from rltrain.rollout.factory import make_backend, sync_adapter
 from rltrain.rundir import load_env_files
 from rltrain.session import Session, open_run
+from rltrain.trainer import fsdp
 from rltrain.trainer.model import Policy, load_policy
 from rltrain.trainer.step import train_step
 from rltrain.types import Sample, SamplingParams
@@ -74,7 +75,8 @@ def _fail(session: Session, err: BaseException) -> None:
     """Record the failure; a rank's own error first tells the other ranks to stop."""
     message = str(err) if isinstance(err, RankAborted) else f"{type(err).__name__}: {err}"
     if not isinstance(err, RankAborted):
-        session.dist.abort(message)
+        # the first failing rank's message wins: under FSDP the others fail next, inside a collective
+        message = session.dist.abort(message)
     session.tick()
     session.save_record()
     session.set_status("failed", error=message)
@@ -95,12 +97,13 @@ class Engine:
 
 def _setup(session: Session, cfg: Config, resume_from: Path | None, device: torch.device) -> Engine:
     init_adapter = resume_from or (Path(cfg.checkpoint_id) if cfg.checkpoint_id else None)
-    policy = load_policy(cfg, resolve_model_path(cfg.model), init_adapter, device=device)
+    shard = fsdp.settings(cfg.fsdp, session.dist.world)
+    policy = load_policy(cfg, resolve_model_path(cfg.model), init_adapter, device=device, shard=shard)
     if resume_from is not None:
         state = ckpt.load_trainer_state(resume_from)
         ckpt.restore(policy, state)
         session.restore(state, int(state["step"]))
-    backend = make_backend(cfg, policy, session.run_dir)
+    backend = make_backend(cfg, policy, session.run_dir, session.dist)
     eos = policy.model.generation_config.eos_token_id
     return Engine(
         policy,
@@ -185,7 +188,7 @@ def _loop(session: Session, cfg: Config, resume_from: Path | None, device: torch
             t1 = time.perf_counter()
             train_metrics = _update(cfg, engine, ro.samples, dist)
             if dist.enabled:
-                train_metrics["lora_checksum"] = dist.check_in_sync(policy.trainable_parameters())
+                train_metrics["lora_checksum"] = dist.check_in_sync(policy.full_trainable())
             t2 = time.perf_counter()
             sync = {**first_sync, **sync_adapter(backend, policy, session, step)}
             first_sync = {}

@@ -105,13 +105,15 @@ class Session:
             return
         self.tick()
         path = self.run_dir / "checkpoints" / f"step_{step}"
-        if self.dist.is_main:  # every rank holds the same weights: one copy is the checkpoint
+        # a sharded model is gathered by every rank; replicated weights are read by the writer alone
+        snap = ckpt.snapshot(policy) if policy.sharded or self.dist.is_main else None
+        if self.dist.is_main:  # one copy is the checkpoint
             extra = {
                 "sampler": self.sampler.state_dict(),
                 "usage": self.usage.__dict__.copy(),
                 "last_metrics": self.last_metrics,
             }
-            path = ckpt.save_checkpoint(self.run_dir, step, policy, extra)
+            path = ckpt.save_checkpoint(self.run_dir, step, policy, extra, snap)
             ckpt.prune(self.run_dir, self.cfg.checkpoints.keep_last)
         kept = {str(p) for p in ckpt.complete_checkpoints(self.run_dir)} | {str(path)}
         self.checkpoints = [c for c in self.checkpoints if c in kept] + [str(path)]
@@ -120,12 +122,15 @@ class Session:
     def export_adapter(self, step: int, policy: Policy) -> None:
         """`[adapters]`: a standalone copy of the adapter every `interval` steps."""
         interval = self.cfg.adapters.interval
-        if not interval or step % interval or not self.dist.is_main:
+        if not interval or step % interval:
+            return
+        state = policy.adapter_state()  # every rank: gathering a sharded adapter is a collective
+        if not self.dist.is_main:
             return
         root = self.run_dir / "adapters"
         # the layout vLLM applies (e.g. Qwen3.5's language_model prefix); checkpoints keep peft's own
         model_type = checkpoint_model_type(resolve_model_path(self.cfg.model))
-        export_adapter(policy.model, root / f"step_{step}", model_type)
+        export_adapter(policy.model, root / f"step_{step}", model_type, state)
         if self.cfg.adapters.keep_last:
             found = sorted(root.glob("step_*"), key=lambda p: int(p.name[5:]))
             for old in found[: -self.cfg.adapters.keep_last]:
@@ -201,11 +206,13 @@ class Session:
     def maybe_eval(
         self, step: int, backend: Any, encoder: Any, sampling: Any, scorer: Scorer, metrics: dict[str, Any]
     ) -> None:
-        """`[eval]` and `[val]` (the hosted shape has both; locally both score held-out rows), main rank."""
+        """`[eval]` and `[val]` (the hosted shape has both; locally both score held-out rows), main rank;
+        every rank when sampling is a collective (the hf backend on a sharded model)."""
         from rltrain.evaluate import evaluate
 
+        here = self.dist.is_main or getattr(backend, "collective", False)
         for prefix, section in (("eval", self.cfg.eval), ("val", self.cfg.val)):
-            if section is None or not section.interval or step % section.interval or not self.dist.is_main:
+            if section is None or not section.interval or step % section.interval or not here:
                 continue
             k = section.rollouts_per_example
             metrics.update(

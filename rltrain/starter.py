@@ -68,6 +68,11 @@ backend = "auto"                # auto (vllm when installed) | vllm | hf
 # enable_sleep_mode = false
 # cpu_kv_cache_gib = 0.25
 
+# [fsdp]                        # shard the trainer over the ranks (accelerate launch, several GPUs)
+# enabled = false
+# reshard_after_forward = true
+# cpu_offload = false
+
 [run]
 output_dir = "runs"
 # id = "my-run"

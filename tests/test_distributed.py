@@ -1,10 +1,12 @@
-"""Two processes on CPU (gloo) through `accelerate launch`: same numbers as one process, one writer,
-weights in sync, and a failing rank ends the run everywhere within seconds."""
+"""Two processes on CPU (gloo) through `accelerate launch`, data-parallel (DDP-style) and sharded (FSDP):
+same numbers as one process, one writer, weights in sync, and a failing rank ends the run everywhere
+within seconds."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 import tomli_w
+import torch
 
 from rltrain.record import load_schema, read_jsonl
 
@@ -102,6 +105,39 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert [Path(c).name for c in rec2["checkpoints"]] == ["step_2", "step_3"]
 
 
+def _launch(tmp_path: Path, args: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, *args], env=_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    fsdp = {"enabled": True}
+    _launch(tmp_path, [*LAUNCH, "-m", "rltrain", "--config", str(_config(tmp_path, "fsdp", fsdp=fsdp))])
+    _launch(tmp_path, ["-m", "rltrain", "--config", str(_config(tmp_path, "one"))])
+    rows2 = read_jsonl(tmp_path / "runs" / "fsdp" / "metrics.jsonl")
+    rows1 = read_jsonl(tmp_path / "runs" / "one" / "metrics.jsonl")
+    assert [r["step"] for r in rows2] == [1, 2, 3]
+    for r1, r2 in zip(rows1, rows2, strict=True):
+        assert {k: r1[k] for k in SAME} == {k: r2[k] for k in SAME}
+        # summed in float32 by FSDP's reduce-scatter rather than float64: equal to rounding
+        assert r2["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-4)
+    assert _record(tmp_path, "fsdp")["status"] == "succeeded"
+    # resume the sharded run from its step-2 checkpoint (gathered adapter, whole optimizer state)
+    runs = tmp_path / "runs"
+    shutil.copytree(runs / "fsdp", runs / "again")
+    shutil.rmtree(runs / "again" / "checkpoints" / "step_3")
+    _launch(tmp_path, [*LAUNCH, "-m", "rltrain", "--resume", str(runs / "again")])
+    final = "checkpoints/step_3/adapter_model.safetensors"
+    a, b = load_file(str(runs / "fsdp" / final)), load_file(str(runs / "again" / final))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    one = load_file(str(runs / "one" / final))
+    assert max(float((a[k] - one[k]).abs().max()) for k in a) < 1e-3
+
+
 FAILING = """
 import sys
 import rltrain.run as run
@@ -124,10 +160,12 @@ sys.exit(main())
 """
 
 
-def test_a_failing_rank_fails_the_run_everywhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_a_failing_rank_fails_the_run_everywhere(tmp_path: Path, fsdp: bool) -> None:
     script = tmp_path / "failing.py"
     script.write_text(FAILING)
-    cfg = _config(tmp_path, "bad", max_steps=6)
+    # under FSDP rank 0 is inside one of FSDP's own collectives when rank 1 dies
+    cfg = _config(tmp_path, "bad", max_steps=6, fsdp={"enabled": fsdp})
     proc = subprocess.Popen(
         [sys.executable, *LAUNCH, str(script), "--config", str(cfg)],
         env=_env(),
@@ -149,9 +187,10 @@ def test_a_failing_rank_fails_the_run_everywhere(tmp_path: Path) -> None:
     assert record["metrics"]["step"] == 1
 
 
-def test_two_processes_each_with_a_vllm_engine(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_each_with_a_vllm_engine(tmp_path: Path, fsdp: bool) -> None:
     pytest.importorskip("vllm")
-    cfg = _config(tmp_path, "vllm2", max_steps=2, rollout={"backend": "vllm"})
+    cfg = _config(tmp_path, "vllm2", max_steps=2, rollout={"backend": "vllm"}, fsdp={"enabled": fsdp})
     two = subprocess.run(
         [sys.executable, *LAUNCH, "-m", "rltrain", "--config", str(cfg)],
         env=_env(),

@@ -12,12 +12,19 @@ Step = Callable[[Tensor, int], Tensor]  # (token [B], t) -> next logits [B, V]
 
 
 def decode_loop(
-    logits: Tensor, step: Step, pick: Pick, stop: Tensor, max_tokens: int
+    logits: Tensor,
+    step: Step,
+    pick: Pick,
+    stop: Tensor,
+    max_tokens: int,
+    all_done: Callable[[bool], bool] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Sample up to `max_tokens` from the prompt's last logits [B, V].
 
     Returns tokens and logprobs [B, T], each row's length (through its first stop token) and whether
     it stopped [B]. Rows that stopped keep being computed until all have: batches stay rectangular.
+    `all_done(mine)` says whether every rank is done: with a sharded model each step is a collective,
+    so a rank that finished early keeps stepping until the last one has.
     """
     b = logits.shape[0]
     toks, lps = [], []
@@ -30,7 +37,10 @@ def decode_loop(
         hit = torch.isin(tok, stop) & ~done
         lengths = torch.where(hit, torch.full_like(lengths, t + 1), lengths)
         done |= hit
-        if bool(done.all()) or t + 1 == max_tokens:
+        finished = bool(done.all())
+        if all_done is not None:
+            finished = all_done(finished)
+        if finished or t + 1 == max_tokens:
             break
         logits = step(tok, t)
     return torch.stack(toks, 1), torch.stack(lps, 1), lengths, done

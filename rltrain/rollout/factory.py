@@ -11,6 +11,7 @@ import torch
 
 from rltrain.adapters import export_adapter, landing_probe
 from rltrain.config import Config
+from rltrain.distributed import Dist
 from rltrain.families import backend_for, checkpoint_model_type, engine_overrides
 from rltrain.models import resolve_model_path
 from rltrain.rollout.backend import RolloutBackend
@@ -26,7 +27,9 @@ class AdapterNotLanded(RuntimeError):
     pass
 
 
-def make_backend(cfg: Config, policy: Policy, run_dir: Path) -> RolloutBackend:
+def make_backend(cfg: Config, policy: Policy, run_dir: Path, dist: Dist | None = None) -> RolloutBackend:
+    """The configured rollout backend for this rank (`dist`: the ranks, when there are several)."""
+    dist = dist or Dist()
     model_path = resolve_model_path(cfg.model)
     # a family vLLM cannot serve here falls back to hf with a one-line notice, never a crash inside vLLM
     name, notice = backend_for(model_path, cfg.rollout.backend, policy.device.type)
@@ -43,10 +46,18 @@ def make_backend(cfg: Config, policy: Policy, run_dir: Path) -> RolloutBackend:
             policy.device,
             policy_model=policy.model,
             max_batch=cfg.max_inflight_rollouts,
-            lean=cfg.rollout.lean_decoder,
+            # the lean decoder reads whole weights; a sharded model only runs through its own forward
+            lean=cfg.rollout.lean_decoder and not policy.sharded,
+            all_done=dist.all_done if policy.sharded else None,
         )
     from rltrain.rollout.vllm_backend import VLLMBackend  # the only path that imports vllm
 
+    tp = cfg.rollout.tensor_parallel_size
+    if dist.enabled and tp > 1 and policy.device.type == "cuda":
+        raise RuntimeError(
+            f"rollout.tensor_parallel_size = {tp} with {dist.world} processes: each rank's vLLM engine "
+            "lives on its rank's GPU; use tensor parallelism with one process, or fsdp with tp = 1"
+        )
     dtype = str(policy.dtype).removeprefix("torch.")
     return VLLMBackend(
         model_path,
@@ -56,6 +67,7 @@ def make_backend(cfg: Config, policy: Policy, run_dir: Path) -> RolloutBackend:
         seed=cfg.run.seed,
         max_model_len=cfg.rollout.max_model_len,
         device=policy.device.type,
+        device_index=policy.device.index,
         max_num_seqs=cfg.max_inflight_rollouts,
         engine_overrides=engine_overrides(model_path),
     )
@@ -80,7 +92,7 @@ def landed_check(backend: RolloutBackend, policy: Policy, tol: float) -> float:
     mine = sequence_logprobs(policy, [probe], temperature=1.0)[0]
     theirs = backend.score_logprobs(probe.prompt_ids, probe.completion_ids)
     diff = sum(abs(a - b) for a, b in zip(mine, theirs, strict=True)) / max(len(mine), 1)
-    if diff > tol:
+    if diff > tol and not policy.sharded:  # sharded: every rank would have to run this forward too
         with policy.model.disable_adapter():
             base = sequence_logprobs(policy, [probe], temperature=1.0)[0]
         to_base = sum(abs(a - b) for a, b in zip(base, theirs, strict=True)) / max(len(base), 1)
@@ -109,10 +121,11 @@ def sync_adapter(
     tol = landed_tolerance(session.cfg, policy.dtype)
     if first:  # a fresh adapter (B = 0) equals the base model: prove landing with a loud one instead
         with landing_probe(policy.model):
-            backend.load_adapter(export_adapter(policy.model, live / "probe", model_type), step + 1)
+            probe = export_adapter(policy.model, live / "probe", model_type, policy.adapter_state())
+            backend.load_adapter(probe, step + 1)
             probe_diff = landed_check(backend, policy, tol)
         shutil.rmtree(live / "probe", ignore_errors=True)
-    export_adapter(policy.model, path, model_type)
+    export_adapter(policy.model, path, model_type, policy.adapter_state())
     backend.load_adapter(path, step + 1)
     for old in live.glob("v*"):
         if old != path:

@@ -47,8 +47,11 @@ class HFBackend:
         dtype: torch.dtype = torch.float32,
         max_batch: int | None = None,
         lean: bool = True,
+        all_done: Callable[[bool], bool] | None = None,
     ) -> None:
         self.decode = decode
+        self.all_done = all_done  # set when the shared model is sharded: decoding steps in lockstep
+        self.collective = all_done is not None
         self.pad_id = pad_id
         self.device = device
         self.max_batch = max_batch
@@ -140,7 +143,7 @@ class HFBackend:
         def pick(logits: Tensor, t: int) -> tuple[Tensor, Tensor]:
             return self._pick(logits, sp, noise[:, t])
 
-        if lean is not None:
+        if lean is not None:  # never with all_done: a sharded model takes the transformers path
             return self._collect(*lean.sample(ids, valid, sp.max_tokens, stop, pick))
         return self._collect(*self._sample_transformers(ids, valid, sp.max_tokens, stop, pick))
 
@@ -167,7 +170,7 @@ class HFBackend:
             state["past"] = out.past_key_values
             return out.logits[:, -1, :]
 
-        return decode_loop(out.logits[:, -1, :], step, pick, stop, max_tokens)
+        return decode_loop(out.logits[:, -1, :], step, pick, stop, max_tokens, self.all_done)
 
     def _pick(self, logits: Tensor, sp: SamplingParams, u: Tensor) -> tuple[Tensor, Tensor]:
         if sp.temperature == 0.0:

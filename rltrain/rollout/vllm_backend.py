@@ -99,10 +99,12 @@ class VLLMBackend:
         seed: int,
         max_model_len: int | None = None,
         device: str = "cpu",
+        device_index: int | None = None,
         max_num_seqs: int | None = None,
         engine_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.device = "cpu" if device == "cpu" else "cuda"
+        self.device_index = device_index  # the rank's GPU (cuda:k): its engine must live there too
         self.sleep_mode = rollout.enable_sleep_mode and self.device == "cuda"
         self.max_lora_rank = max_lora_rank
         self.timings: dict[str, float] = {}
@@ -174,6 +176,11 @@ class VLLMBackend:
             kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
             kwargs["tensor_parallel_size"] = rollout.tensor_parallel_size
             kwargs["enable_sleep_mode"] = rollout.enable_sleep_mode
+            if self.device_index:
+                # else every rank's engine would take GPU 0: vLLM picks devices from its own config
+                # (`device_ids` are indices into CUDA_VISIBLE_DEVICES, like torch's)
+                first = self.device_index
+                kwargs["device_ids"] = list(range(first, first + rollout.tensor_parallel_size))
         self.engine_kwargs = kwargs
         return kwargs
 

@@ -27,6 +27,7 @@ class MicroBatch:
     inference_logprobs: Tensor  # [B, T]
     advantages: Tensor  # [B]
     prompt_width: int  # P
+    filler: bool = False  # trains on nothing: only keeps a rank in step with the others' collectives
 
     @property
     def completion_width(self) -> int:

@@ -12,8 +12,9 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from rltrain.config import Config
+from rltrain.config import Config, FsdpConfig
 from rltrain.models import default_targets
+from rltrain.trainer import fsdp
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -40,11 +41,48 @@ class Policy:
     device: torch.device
     dtype: torch.dtype
 
+    @property
+    def sharded(self) -> bool:
+        return fsdp.is_sharded(self.model)
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def save_adapter(self, path: Path) -> None:
-        self.model.save_pretrained(str(path))
+    def full_trainable(self) -> list[torch.Tensor]:
+        """Whole LoRA tensors (gathered when sharded: every rank must call this)."""
+        return [fsdp.full(p) for p in self.trainable_parameters()]
+
+    def adapter_state(self) -> dict[str, torch.Tensor] | None:
+        """What `save_adapter` writes: None = peft reads the model; when sharded, the gathered tensors."""
+        if not self.sharded:
+            return None
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        return {n: fsdp.full(p).cpu() for n, p in named}
+
+    def save_adapter(self, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        self.model.save_pretrained(str(path), state_dict=state)
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """Plain `state_dict()`, or when sharded the whole state keyed by name (a collective)."""
+        if self.sharded:
+            return fsdp.optimizer_state(self.model, self.optimizer)
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        """Either layout, into either kind of model: a checkpoint resumes with or without FSDP."""
+        by_name = any(isinstance(k, str) for k in state["state"])
+        if not by_name and not self.sharded:
+            self.optimizer.load_state_dict(state)
+            return
+        if not by_name:  # positional ids follow the order of the trainable parameters
+            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+            state = {
+                "state": {names[i]: v for i, v in state["state"].items()},
+                "param_groups": [
+                    {**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]
+                ],
+            }
+        fsdp.load_optimizer_state(self.model, self.optimizer, state)
 
 
 def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
@@ -93,9 +131,16 @@ def _schedule(cfg: Config) -> Any:
 
 
 def load_policy(
-    cfg: Config, model_path: str, init_adapter: Path | None = None, device: torch.device | None = None
+    cfg: Config,
+    model_path: str,
+    init_adapter: Path | None = None,
+    device: torch.device | None = None,
+    shard: FsdpConfig | None = None,
 ) -> Policy:
-    """Base model + a fresh LoRA adapter, or the adapter at `init_adapter` (warm start / resume)."""
+    """Base model + a fresh LoRA adapter, or the adapter at `init_adapter` (warm start / resume).
+
+    `shard`: FSDP settings when the model is to be sharded over the ranks (it stays on the CPU until
+    `fully_shard` moves each rank's shard to `device`)."""
     device = device or pick_device(cfg.run.device)
     dtype = pick_dtype(cfg.run.dtype, device)
     tokenizer = load_tokenizer(model_path)
@@ -103,12 +148,15 @@ def load_policy(
         base: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     except OSError as err:
         raise RuntimeError(f"model: cannot load {model_path!r}: {str(err).splitlines()[0]}") from None
-    base.to(device)
+    if shard is None:
+        base.to(device)
     if init_adapter is not None:
         model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
     else:
         torch.manual_seed(cfg.run.seed)  # LoRA A is drawn from the global generator
         model = get_peft_model(base, _lora_config(cfg, base.config.model_type))
+    if shard is not None:
+        fsdp.shard(model, shard, device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

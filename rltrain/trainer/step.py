@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from rltrain.algo.logprobs import entropy, token_logprobs
 from rltrain.algo.loss import LossConfig, LossInputs, LossNorm, policy_loss
 from rltrain.distributed import Dist
 from rltrain.trainer.batching import MicroBatch, micro_batches
+from rltrain.trainer.fsdp import full
 from rltrain.trainer.model import Policy
 from rltrain.types import Sample
 
@@ -85,9 +87,15 @@ SUM_KEYS = (
 )
 
 
+def _filler(pad_id: int) -> MicroBatch:
+    """A one-token micro-batch that trains on nothing: its forward/backward only joins the collectives."""
+    nothing = Sample([pad_id], [pad_id], [0.0], [0], 0.0, 0.0)
+    return replace(micro_batches([nothing], 1, pad_id)[0], filler=True)
+
+
 def _accumulate(
     policy: Policy,
-    samples: Sequence[Sample],
+    batches: Sequence[MicroBatch],
     cfg: LossConfig,
     norm: LossNorm,
     temp: float,
@@ -98,7 +106,7 @@ def _accumulate(
     totals = dict.fromkeys(SUM_KEYS, 0.0) | {"is_ratio_max": 0.0}
     params = policy.trainable_parameters()
     grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-    for mb in micro_batches(samples, micro_batch_size, policy.tokenizer.pad_token_id):
+    for mb in batches:
         try:
             stats = _micro_step(policy, mb.to(policy.device), cfg, norm, temp)
         except torch.OutOfMemoryError:
@@ -111,6 +119,8 @@ def _accumulate(
             if p.grad is not None:
                 g += p.grad.double()
                 p.grad = None
+        if mb.filler:
+            continue
         for k, v in stats.items():
             totals[k] = max(totals[k], v) if k.endswith("_max") else totals[k] + v
     return totals, grads
@@ -120,7 +130,8 @@ def _reduce(
     policy: Policy, totals: dict[str, float], grads: list[torch.Tensor], dist: Dist
 ) -> dict[str, float]:
     """Sum gradients and statistics over ranks; every rank then takes the same optimizer step."""
-    dist.all_reduce_sum(grads)
+    if not policy.sharded:  # FSDP already summed them, in its reduce-scatter after each backward
+        dist.all_reduce_sum(grads)
     for p, g in zip(policy.trainable_parameters(), grads, strict=True):
         p.grad = g.to(p.dtype)
     sums = torch.tensor([totals[k] for k in SUM_KEYS], dtype=torch.float64)
@@ -147,9 +158,13 @@ def train_step(
     dist.all_reduce_sum([counts])  # the loss is normalised over the global batch
     norm = LossNorm(num_sequences=int(counts[0]), num_tokens=int(counts[1]), max_tokens=max_tokens)
     policy.optimizer.zero_grad(set_to_none=True)
-    totals = _reduce(policy, *_accumulate(policy, samples, cfg, norm, temp, micro_batch_size), dist)
+    pad_id = policy.tokenizer.pad_token_id
+    batches = micro_batches(samples, micro_batch_size, pad_id)
+    if policy.sharded:  # every forward/backward is a collective: all ranks run as many
+        batches += [_filler(pad_id)] * (max(dist.all_gather(len(batches))) - len(batches))
+    totals = _reduce(policy, *_accumulate(policy, batches, cfg, norm, temp, micro_batch_size), dist)
     params = policy.trainable_parameters()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    grad_norm = float(full(torch.nn.utils.clip_grad_norm_(params, max_grad_norm)))
     skipped = not (math.isfinite(totals["loss"]) and math.isfinite(grad_norm))
     lr = float(policy.scheduler.get_last_lr()[0])
     if skipped:

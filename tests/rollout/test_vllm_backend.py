@@ -200,3 +200,17 @@ def test_engine_leaves_trainer_threads_alone(backend: VLLMBackend) -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("index", "tp", "ids"), [(3, 1, [3]), (0, 2, None)])
+def test_gpu_engine_arguments_are_vllms_own(index: int, tp: int, ids: list[int] | None) -> None:
+    """The GPU path never runs here: at least every argument it passes must be one vLLM 0.32 takes,
+    and rank k's engine must be pinned to GPU k (vLLM would put every rank's engine on GPU 0)."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    gpu = VLLMBackend.__new__(VLLMBackend)  # no engine: only the arguments are under test
+    gpu.device, gpu.device_index, gpu.max_lora_rank = "cuda", index, RANK
+    rollout = RolloutConfig(tensor_parallel_size=tp, enable_sleep_mode=True)
+    kwargs = gpu._engine_kwargs(rollout, "bfloat16", 0, None)
+    assert kwargs.get("device_ids") == ids and kwargs["tensor_parallel_size"] == tp
+    EngineArgs(model="unused", **kwargs)  # unknown keyword -> TypeError
