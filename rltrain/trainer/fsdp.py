@@ -53,10 +53,30 @@ def _layer_classes(model: Any) -> tuple[type, ...]:
     return tuple(found)
 
 
+def _from_rank0(cfg: FsdpConfig) -> bool:
+    """Rank 0 alone reads the checkpoint and hands out shards (not with CPU offload: there the
+    shards must stay in host memory, which `to_empty(device)` would not give)."""
+    return not cfg.cpu_offload
+
+
+def builds_on_meta(cfg: FsdpConfig) -> bool:
+    """Whether this rank builds the model without weights (rank 0 sends them)."""
+    import torch.distributed as td
+
+    return _from_rank0(cfg) and td.get_rank() != 0
+
+
+def _non_persistent_buffers(model: Any) -> list[str]:
+    """Buffers outside the state dict (e.g. rotary inv_freq): to_empty() leaves them garbage."""
+    return [
+        f"{name}.{buf}" if name else buf
+        for name, module in model.named_modules()
+        for buf in module._non_persistent_buffers_set
+    ]
+
+
 def shard(model: Any, cfg: FsdpConfig, device: torch.device) -> None:
     """Shard a peft model in place: one FSDP unit per decoder layer, then the root."""
-    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, OffloadPolicy, fully_shard
-
     if any(type(m).__name__ == "ParamWrapper" for m in model.modules()):
         raise RuntimeError(
             "fsdp: LoRA on expert parameters (lora.target_parameters, MoE models) is not supported "
@@ -64,6 +84,32 @@ def shard(model: Any, cfg: FsdpConfig, device: torch.device) -> None:
         )
     if cfg.cpu_offload and device.type != "cuda":
         raise RuntimeError("fsdp.cpu_offload needs a CUDA device (on CPU the shards live in host memory)")
+    if not _from_rank0(cfg):
+        _fully_shard(model, cfg, device)
+        return
+    import torch.distributed as td
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    rank0 = td.get_rank() == 0
+    full_sd = model.state_dict() if rank0 else {}  # whole CPU tensors, rank 0 only
+    extra = _non_persistent_buffers(model)
+    kept = {n: b.clone() for n, b in model.named_buffers() if n in extra} if rank0 else {}
+    model.to("meta")
+    model.get_base_model().tie_weights()  # moving to meta unties shared embeddings
+    _fully_shard(model, cfg, device)
+    model.to_empty(device=device)
+    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, full_sd, options=opts)
+    for name, buf in model.named_buffers():
+        if name in extra:
+            if rank0:
+                buf.copy_(kept[name])
+            td.broadcast(buf, src=0)
+
+
+def _fully_shard(model: Any, cfg: FsdpConfig, device: torch.device) -> None:
+    from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, OffloadPolicy, fully_shard
+
     offload: OffloadPolicy = CPUOffloadPolicy() if cfg.cpu_offload else OffloadPolicy()
     layers = _layer_classes(model)
     module: torch.nn.Module

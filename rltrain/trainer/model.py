@@ -10,7 +10,13 @@ from typing import Any
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedTokenizerBase,
+)
 
 from rltrain.config import Config, FsdpConfig
 from rltrain.models import default_targets
@@ -130,6 +136,23 @@ def _schedule(cfg: Config) -> Any:
     return factor
 
 
+def _load_base(model_path: str, dtype: torch.dtype, on_meta: bool) -> Any:
+    try:
+        if not on_meta:
+            return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        config = AutoConfig.from_pretrained(model_path)
+        with torch.device("meta"):
+            base: Any = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        # as from_pretrained does: generation_config.json (the stop tokens come from it), else the config
+        try:
+            base.generation_config = GenerationConfig.from_pretrained(model_path)
+        except OSError:
+            base.generation_config = GenerationConfig.from_model_config(config)
+        return base
+    except OSError as err:
+        raise RuntimeError(f"model: cannot load {model_path!r}: {str(err).splitlines()[0]}") from None
+
+
 def load_policy(
     cfg: Config,
     model_path: str,
@@ -139,15 +162,13 @@ def load_policy(
 ) -> Policy:
     """Base model + a fresh LoRA adapter, or the adapter at `init_adapter` (warm start / resume).
 
-    `shard`: FSDP settings when the model is to be sharded over the ranks (it stays on the CPU until
-    `fully_shard` moves each rank's shard to `device`)."""
+    `shard`: FSDP settings when the model is to be sharded over the ranks. Then only rank 0 reads the
+    checkpoint (the others build the model on the meta device) and `fsdp.shard` hands out the shards,
+    so host memory holds one copy of the weights, not one per rank."""
     device = device or pick_device(cfg.run.device)
     dtype = pick_dtype(cfg.run.dtype, device)
     tokenizer = load_tokenizer(model_path)
-    try:
-        base: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    except OSError as err:
-        raise RuntimeError(f"model: cannot load {model_path!r}: {str(err).splitlines()[0]}") from None
+    base = _load_base(model_path, dtype, on_meta=shard is not None and fsdp.builds_on_meta(shard))
     if shard is None:
         base.to(device)
     if init_adapter is not None:
