@@ -113,9 +113,10 @@ def _runs_show(run_dir: Path, rec: dict) -> int:
 
     print((run_dir / "run.json").read_text(), end="")
     if queue.effective_status(run_dir, rec) == "failed-stale":
-        _fail(
-            f"failed-stale: no process holds this run; continue it: python -m rltrain --resume {run_dir}", 0
-        )
+        abort = run_dir / ".abort"  # a rank's own error, when the main rank died before recording it
+        why = f" after `{abort.read_text().strip()}`" if abort.is_file() else ""
+        resume = f"python -m rltrain --resume {run_dir}"
+        _fail(f"failed-stale{why}: no process holds this run; continue it: {resume}", 0)
     return 0
 
 

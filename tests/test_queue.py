@@ -170,6 +170,9 @@ def test_kill_9_shows_failed_stale_and_resume_reopens_it(
     assert _valid(run_dir)["status"] == "running"  # the process could not say anything
     assert main(["runs"]) == 0
     assert "failed-stale" in capsys.readouterr().out
+    (run_dir / ".abort").write_text("rank 3: RuntimeError: injected\n")  # what a dying rank leaves
+    assert main(["runs", "show", "k9"]) == 0
+    assert "failed-stale after `rank 3: RuntimeError: injected`" in "".join(capsys.readouterr())
     assert main(["runs", "cancel", "k9"]) == 0  # nobody to signal: recorded at once
     assert "after its process had died (stale)" in capsys.readouterr().out
     statuses: list[str] = []
