@@ -7,17 +7,15 @@ mode costs ~30 s of start-up there and needs a `__main__` guard); on GPU it keep
 
 from __future__ import annotations
 
-import logging
 import os
-import random
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rltrain.config import RolloutConfig
+from rltrain.rollout.vllm_process import protect_process_state, silence_known_noise
 from rltrain.types import Completion, Group, SamplingParams, prompt_seed
 
 GIB = 2**30
@@ -27,61 +25,6 @@ def _short(err: BaseException, limit: int = 300) -> str:
     """The error on one line; pydantic puts the useful part of vLLM's config errors on line 2+."""
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
-
-
-# vLLM warnings that are expected here, each harmless: the in-process engine reseeds the RNGs and locks
-# torch's thread count (both undone in _protect_process_state); chunked prefill is off on CPU on purpose
-# (see _engine_kwargs; the parity tests cover it); the CPU wheel has no Triton (DESIGN.md: uninstall it);
-# peft adapter dirs carry no tokenizer; restarts in one process re-register kernels. Keyed by logger,
-# because vLLM replaces its handlers when an engine starts.
-_NOISE = {
-    "vllm.engine.arg_utils": ("global random seed", "officially support disabling chunked prefill"),
-    "vllm.v1.worker.cpu_worker": ("torch.set_num_threads",),
-    "vllm.platforms.cpu": ("Triton is not installed", "SSM cache type"),
-    "vllm.config.vllm": ("Model Runner V2 requires Triton",),
-    "vllm.v1.engine.input_processor": ("different tokenizers for different LoRAs",),
-    "vllm.triton_utils.dispatcher": ("already registered",),
-    "vllm.platforms.interface": ("VLLM_DIST_IDENT",),
-}
-
-
-class _DropKnownNoise(logging.Filter):
-    def __init__(self, texts: tuple[str, ...]) -> None:
-        super().__init__()
-        self.texts = texts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(text in message for text in self.texts)
-
-
-def _silence_known_noise() -> None:
-    for name, texts in _NOISE.items():
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
-            logger.addFilter(_DropKnownNoise(texts))
-
-
-@contextmanager
-def _protect_process_state() -> Iterator[None]:
-    """Undo what an in-process vLLM engine does to the trainer's process while it starts.
-
-    It reseeds the global RNGs with the engine seed, and its CPU worker replaces `torch.set_num_threads`
-    with a no-op (meant for pinned worker processes; in-process nothing is pinned).
-    """
-    import numpy as np
-    import torch
-
-    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    set_num_threads, num_threads = torch.set_num_threads, torch.get_num_threads()
-    try:
-        yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
-        torch.set_num_threads = set_num_threads  # type: ignore[method-assign]
-        torch.set_num_threads(num_threads)
 
 
 class VLLMBackend:
@@ -118,13 +61,13 @@ class VLLMBackend:
         if max_num_seqs is not None:  # the config's max_inflight_rollouts
             kwargs["max_num_seqs"] = max_num_seqs
         kwargs.update(engine_overrides or {})  # what a model family needs (rltrain.families)
-        _silence_known_noise()
+        silence_known_noise()
         try:
             with warnings.catch_warnings():
                 # Lazily imported vLLM modules touch a deprecated torch.distributed alias.
                 warnings.filterwarnings("ignore", category=FutureWarning, message=".*reduce_op.*")
                 if self.device == "cpu":
-                    with _protect_process_state():
+                    with protect_process_state():
                         self.llm = vllm.LLM(model=model_path, **kwargs)
                 else:
                     self.llm = vllm.LLM(model=model_path, **kwargs)
