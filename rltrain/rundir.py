@@ -114,6 +114,11 @@ def open_run_dir(cfg: Config, resume: Path | None, dist: Dist) -> tuple[Path, Ru
             lock = acquire_lock(run_dir)
     chosen = Path(dist.all_gather(str(run_dir) if dist.is_main else "")[0])
     if not dist.is_main:
+        if not (chosen / "run.json").is_file():  # another node, without the main rank's filesystem
+            raise FileNotFoundError(
+                f"rank {dist.rank} cannot see the run directory {chosen}: with several machines "
+                "run.output_dir must be on a filesystem every node shares"
+            )
         run_dir, record = chosen, RunRecord.load(chosen)
     dist.set_run_dir(run_dir)
     return run_dir, record, lock

@@ -138,6 +138,33 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
     assert max(float((a[k] - one[k]).abs().max()) for k in a) < 1e-3
 
 
+def test_two_node_launch_as_two_machines_on_this_host(tmp_path: Path) -> None:
+    """The README's two-node command, machine_rank 0 and 1 both on localhost, one process each."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cfg = _config(tmp_path, "nodes", max_steps=2, fsdp={"enabled": True})
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, *LAUNCH[:2], "--multi_gpu", "--num_machines", "2", "--machine_rank", str(rank)]
+            + ["--main_process_ip", "127.0.0.1", "--main_process_port", port, "--num_processes", "2"]
+            + [*LAUNCH[-4:], "-m", "rltrain", "--config", str(cfg)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    rows = read_jsonl(tmp_path / "runs" / "nodes" / "metrics.jsonl")
+    assert [(r["step"], r["world_size"]) for r in rows] == [(1, 2.0), (2, 2.0)]
+    assert _record(tmp_path, "nodes")["status"] == "succeeded"
+
+
 FAILING = """
 import sys
 import rltrain.run as run

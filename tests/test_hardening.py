@@ -199,3 +199,15 @@ def test_record_never_holds_secrets(run_config, tmp_path: Path, monkeypatch: pyt
             assert ENV_SECRET.encode() not in text, path  # env_files values: nowhere in the run dir
             if path.name != "config.json":  # config.json keeps env args verbatim: resume needs them
                 assert CONFIG_SECRET.encode() not in text, path
+
+
+def test_a_rank_on_a_node_without_the_run_dir_says_so(run_config, tmp_path: Path) -> None:
+    """Several machines without a shared output_dir: the joining rank names the directory it lacks."""
+    from rltrain.distributed import Dist
+    from rltrain.rundir import open_run_dir
+
+    dist = Dist()
+    dist.rank, dist.world = 1, 2
+    dist.all_gather = lambda obj: [str(tmp_path / "on-node-0" / "run"), obj]  # type: ignore[method-assign]
+    with pytest.raises(FileNotFoundError, match="on-node-0/run: with several machines run.output_dir"):
+        open_run_dir(parse_config(run_config()), None, dist)

@@ -31,7 +31,7 @@ from rltrain.trainer.model import load_policy
 from rltrain.trainer.step import train_step
 from rltrain.types import Sample
 
-out, sharded = sys.argv[1], sys.argv[2] == "fsdp"
+out, sharded, keep = sys.argv[1], sys.argv[2] != "one", sys.argv[2] == "keep"
 cfg = parse_config({
     "model": "builtin:tiny", "max_steps": 1, "batch_size": 4, "rollouts_per_example": 4,
     "learning_rate": 1e-2, "env": [{"id": "digits"}], "algorithm": {"kl_coef": 0.1},
@@ -39,7 +39,7 @@ cfg = parse_config({
 dist = Dist()
 device = dist.init("cpu")
 policy = load_policy(cfg, resolve_model_path(cfg.model), device=device,
-                     shard=FsdpConfig(enabled=True) if sharded else None)
+                     shard=FsdpConfig(enabled=True, reshard_after_forward=not keep) if sharded else None)
 gen = torch.Generator().manual_seed(0)
 samples = []
 for i, adv in enumerate([1.0, -0.5, 0.25, -0.75]):
@@ -65,10 +65,11 @@ def _run(args: list[str]) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
-def test_uneven_shares_step_like_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["fsdp", "keep"], ids=["reshard", "keep-gathered"])
+def test_uneven_shares_step_like_one_process(tmp_path: Path, mode: str) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    _run([*LAUNCH, str(script), str(tmp_path / "fsdp.json"), "fsdp"])
+    _run([*LAUNCH, str(script), str(tmp_path / "fsdp.json"), mode])
     _run([str(script), str(tmp_path / "one.json"), "one"])
     two = json.loads((tmp_path / "fsdp.json").read_text())
     one = json.loads((tmp_path / "one.json").read_text())
