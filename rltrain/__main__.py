@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from rltrain.config import ConfigError, load_config
-from rltrain.starter import STARTER_CONFIG
 
 COMMANDS = ("init", "runs", "envs", "models", "submit", "worker", "eval")
 
@@ -56,7 +55,9 @@ def cmd_init(argv: list[str]) -> int:
     path = Path(argv[0]) if argv else Path("rltrain.toml")
     if path.exists():
         return _fail(f"init: {path} exists; not overwriting", 2)
-    path.write_text(STARTER_CONFIG)
+    from rltrain.starter import starter_config
+
+    path.write_text(starter_config())
     print(f"wrote {path}")
     return 0
 
@@ -185,7 +186,7 @@ def cmd_envs(argv: list[str]) -> int:
 
 
 def cmd_models(argv: list[str]) -> int:
-    from rltrain.models import format_table
+    from rltrain.families import format_table
 
     print(format_table())
     return 0

@@ -10,8 +10,6 @@ when a fresh adapter (LoRA B = 0) cannot differ from the base model whether it l
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +19,6 @@ from rltrain.families import family_of, support_for
 
 ADAPTER_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
-# Checkpoint prefixes that transformers (and vLLM's weight mapper) rename on load: Nemotron-H's backbone.
-LOAD_ALIASES = [("backbone.", "model.")]
 
 
 def key_renames(model_type: str | None) -> list[tuple[str, str]]:
@@ -62,38 +58,6 @@ def export_adapter(
         tensors = {_rename(k, renames): v for k, v in load_file(str(weights)).items()}
         save_file(tensors, str(weights), metadata={"format": "pt"})
     return path
-
-
-def _safetensors_names(file: Path) -> list[str]:
-    """Tensor names from a safetensors header, without reading the tensors."""
-    with file.open("rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-    return [k for k in header if k != "__metadata__"]
-
-
-def checkpoint_tensor_names(model_dir: Path) -> list[str]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        return list(json.loads(index.read_text())["weight_map"])
-    names: list[str] = []
-    for file in sorted(model_dir.glob("*.safetensors")):
-        names += _safetensors_names(file)
-    return names
-
-
-def unmatched_adapter_modules(adapter_dir: Path, model_dir: Path) -> list[str]:
-    """Adapter modules that name no weight of the checkpoint in `model_dir` (the ones vLLM would drop).
-
-    A static check, against the names as saved (plus the load-time renames in LOAD_ALIASES); the landed
-    check is the dynamic one.
-    """
-    weights = [_rename(w, LOAD_ALIASES) for w in checkpoint_tensor_names(Path(model_dir))]
-    modules = {
-        key.removeprefix(PEFT_PREFIX).split(".lora_")[0].replace(".base_layer", "")
-        for key in _safetensors_names(Path(adapter_dir) / ADAPTER_FILE)
-    }
-    return sorted(m for m in modules if not any(w.startswith(m + ".") for w in weights))
 
 
 @contextmanager

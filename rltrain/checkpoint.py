@@ -1,4 +1,5 @@
-"""Checkpoints: `checkpoints/step_N/` with the peft adapter, trainer state and a marker written last.
+"""Checkpoints: `checkpoints/step_N/` with the peft adapter, trainer state and a marker written last;
+and the standalone adapter copies of `[adapters]` (`adapters/step_N/`).
 
 A checkpoint is built in a hidden temp dir and renamed into place, and only a dir holding the
 `COMPLETE` marker is ever trusted, so a kill at any instant leaves the previous one intact.
@@ -16,6 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from rltrain.adapters import export_adapter
+from rltrain.config import AdapterConfig
+from rltrain.distributed import Dist
 from rltrain.trainer.model import Policy
 
 MARKER = "COMPLETE"
@@ -113,3 +117,35 @@ def prune(run_dir: Path, keep_last: int | None) -> None:
     for old in complete_checkpoints(run_dir)[:-keep_last]:
         (old / MARKER).unlink()  # first: a kill mid-delete must not leave a "complete" remnant
         shutil.rmtree(old, ignore_errors=True)
+
+
+def save(
+    run_dir: Path, step: int, policy: Policy, extra: dict[str, Any], *, dist: Dist, keep_last: int | None
+) -> Path:
+    """Every rank calls this (gathering a sharded model is a collective); the main rank writes, then
+    prunes to the newest `keep_last`. Returns the checkpoint's path."""
+    # a sharded model is gathered by every rank; replicated weights are read by the writer alone
+    snap = snapshot(policy) if policy.sharded or dist.is_main else None
+    path = run_dir / "checkpoints" / f"step_{step}"
+    if dist.is_main:  # one copy is the checkpoint
+        path = save_checkpoint(run_dir, step, policy, extra, snap)
+        prune(run_dir, keep_last)
+    return path
+
+
+def export_copy(
+    run_dir: Path, step: int, policy: Policy, *, settings: AdapterConfig, model_type: str | None, dist: Dist
+) -> None:
+    """`[adapters]`: a standalone copy of the adapter every `interval` steps, in the layout the engine
+    applies (checkpoints keep peft's own)."""
+    if not settings.interval or step % settings.interval:
+        return
+    state = policy.adapter_state()  # every rank: gathering a sharded adapter is a collective
+    if not dist.is_main:
+        return
+    root = run_dir / "adapters"
+    export_adapter(policy.model, root / f"step_{step}", model_type, state)
+    if settings.keep_last:
+        found = sorted(root.glob("step_*"), key=lambda p: int(p.name[5:]))
+        for old in found[: -settings.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 Every model forbids unknown keys, so a misspelling is an error that names the field. Keys that the
 hosted service understands but that mean nothing on one machine are accepted and announced once.
+Each field's meaning is the docstring under it: `python -m rltrain init` and the README's config
+table are generated from them (rltrain/starter.py).
 """
 
 from __future__ import annotations
@@ -18,82 +20,125 @@ class ConfigError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class SamplingConfig(_Model):
     max_tokens: int = Field(256, gt=0)
+    """Tokens sampled per completion at most."""
     temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature (0 = greedy); the trainer scores logits / temperature."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
     top_k: int = Field(0, ge=0)
-    enable_thinking: bool | None = None  # passed to the chat template (Qwen3.5, Nemotron)
-    reasoning_effort: Literal["low", "medium", "high"] | None = None  # gpt-oss chat template
+    """Keep the k most likely tokens (0 = all)."""
+    enable_thinking: bool | None = Field(None, examples=[False])
+    """Chat-template switch for Qwen3.5 and Nemotron (unset = the model's registry default)."""
+    reasoning_effort: Literal["low", "medium", "high"] | None = Field(None, examples=["low"])
+    """Chat-template switch for gpt-oss (unset = the model's registry default)."""
 
 
 class EnvConfig(_Model):
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, examples=["digits"])
+    """Built-in name, installed module, Hub slug owner/name, or path/to/env.py."""
     args: dict[str, Any] = Field(default_factory=dict)
-    name: str | None = None  # label in metrics; defaults to the id
-    ratio: float = Field(1.0, gt=0.0)  # share of prompts when several [[env]] train together
+    """Keyword arguments for the module's load_environment(**args)."""
+    name: str | None = Field(None, examples=["my-env"])
+    """Label in metrics and records (default: the id)."""
+    ratio: float = Field(1.0, gt=0.0)
+    """Share of prompts when several [[env]] train together."""
 
 
 class EvalConfig(_Model):
-    interval: int = Field(0, ge=0)  # steps between evals; 0 = only when asked
+    interval: int = Field(0, ge=0)
+    """Steps between held-out evals (0 = never during training)."""
     num_examples: int = Field(32, gt=0)
+    """Held-out rows per environment."""
     rollouts_per_example: int = Field(1, gt=0)
-    eval_base_model: bool = False  # hosted-config key: evaluate step 0 (before training)
-    env: list[EnvConfig] = Field(default_factory=list)  # defaults to the training envs' held-out rows
+    """Completions per row: the k of avg@k and pass@k."""
+    eval_base_model: bool = False
+    """Hosted-config key: evaluate the base model before training."""
+    env: list[EnvConfig] = Field(default_factory=list)
+    """Environments to evaluate (default: the training environments' held-out rows)."""
 
 
 class ValConfig(_Model):
     interval: int = Field(0, ge=0)
+    """Steps between validation passes (0 = never)."""
     num_examples: int = Field(16, gt=0)
+    """Held-out rows per environment."""
     rollouts_per_example: int = Field(1, gt=0)
+    """Completions per row."""
 
 
 class PreBatchFilter(_Model):
-    type: Literal["zero_advantage"]
+    type: Literal["zero_advantage"] = Field(examples=["zero_advantage"])
+    """`zero_advantage`: drop groups whose rewards are all equal (no learning signal)."""
 
 
 class CheckpointConfig(_Model):
-    interval: int = Field(0, ge=0)  # 0 = only at the end
-    keep_last: int | None = Field(None, gt=0)  # None = keep every checkpoint
-    keep_cloud: int | None = None  # hosted only: accepted with a notice
+    interval: int = Field(0, ge=0)
+    """Steps between checkpoints (0 = only at the end)."""
+    keep_last: int | None = Field(None, gt=0, examples=[3])
+    """Keep only the newest N checkpoints (unset = keep all)."""
+    keep_cloud: int | None = Field(None, examples=[2])
+    """Hosted only: accepted with a notice and ignored."""
 
 
 class AdapterConfig(_Model):
-    interval: int = Field(0, ge=0)  # export a standalone adapter every N steps; 0 = off
-    keep_last: int | None = Field(None, gt=0)
+    interval: int = Field(0, ge=0)
+    """Steps between standalone adapter copies in runs/ID/adapters/step_N (0 = off)."""
+    keep_last: int | None = Field(None, gt=0, examples=[3])
+    """Keep only the newest N adapter copies (unset = keep all)."""
 
 
 class LoraConfig(_Model):
     rank: int = Field(16, gt=0)
-    alpha: int | None = Field(None, gt=0)  # overrides top-level lora_alpha
+    """LoRA rank."""
+    alpha: int | None = Field(None, gt=0, examples=[32])
+    """LoRA scaling numerator; overrides the top-level lora_alpha (default 2 x rank)."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | str | None = None  # None = the model family's default
-    target_parameters: list[str] | None = None  # fused MoE expert weights
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | str | None = Field(None, examples=[["q_proj", "v_proj"]])
+    """Modules that get an adapter (unset = the model family's projections; see `rltrain models`)."""
+    target_parameters: list[str] | None = Field(None, examples=[["experts.gate_up_proj"]])
+    """Fused MoE expert weights that get an adapter (unset = the family's default)."""
 
 
 class MismatchConfig(_Model):
     """Truncated importance sampling between trainer and inference logprobs."""
 
     mode: Literal["token", "sequence", "none"] = "token"
-    cap: float = Field(2.0, gt=0.0)  # token: weights are min(ratio, cap); sequence: drop seqs beyond it
+    """Correct trainer/inference mismatch per token (truncated weights), per sequence (drop), or not."""
+    cap: float = Field(2.0, gt=0.0)
+    """token: weights are min(ratio, cap); sequence: drop sequences whose ratio leaves [1/cap, cap]."""
 
 
 class AlgorithmConfig(_Model):
     variant: Literal["grpo", "dr_grpo", "dapo"] = "grpo"
-    scale_rewards: bool = True  # divide advantages by the group's reward std
+    """Loss: grpo (sequence mean), dr_grpo (no length bias), dapo (token-level, clip-higher)."""
+    scale_rewards: bool = True
+    """Divide advantages by the group's reward std (dr_grpo: false)."""
     clip_eps_low: float = Field(0.2, ge=0.0)
-    clip_eps_high: float | None = Field(None, ge=0.0)  # None = clip_eps_low (dapo defaults to 0.28)
-    kl_coef: float = Field(0.0, ge=0.0)  # k3 KL to the base model (adapter disabled)
+    """Lower clip of the policy ratio: 1 - eps_low."""
+    clip_eps_high: float | None = Field(None, ge=0.0, examples=[0.28])
+    """Upper clip of the policy ratio: 1 + eps_high (unset = clip_eps_low; dapo 0.28)."""
+    kl_coef: float = Field(0.0, ge=0.0)
+    """Weight of the k3 KL to the base model (adapter disabled); 0 = off."""
     mismatch: MismatchConfig = Field(default_factory=MismatchConfig)
+    """Trainer/inference importance correction."""
     max_grad_norm: float = Field(1.0, gt=0.0)
+    """Clip the LoRA gradient to this norm."""
     weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW weight decay."""
     warmup_steps: int = Field(0, ge=0)
+    """Linear learning-rate warmup steps."""
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    micro_batch_size: int = Field(8, gt=0)  # sequences per forward/backward; gradients accumulate
-    max_nonfinite_skips: int = Field(3, gt=0)  # consecutive skipped updates before the run fails
+    """Learning-rate schedule after warmup."""
+    micro_batch_size: int = Field(8, gt=0)
+    """Sequences per forward/backward; gradients accumulate over micro-batches."""
+    max_nonfinite_skips: int = Field(3, gt=0)
+    """Consecutive skipped (non-finite) updates before the run fails."""
 
     @property
     def eps_high(self) -> float:
@@ -104,46 +149,71 @@ class AlgorithmConfig(_Model):
 
 class RolloutConfig(_Model):
     backend: Literal["auto", "vllm", "hf"] = "auto"
+    """Sampling engine: auto (vllm when installed), vllm, or hf (transformers)."""
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
+    """GPU: share of the device's memory vLLM may take."""
     tensor_parallel_size: int = Field(1, gt=0)
-    max_model_len: int | None = Field(None, gt=0)
+    """GPU: shard one vLLM engine over this many GPUs (one process only)."""
+    max_model_len: int | None = Field(None, gt=0, examples=[4096])
+    """vLLM's context length (unset = the model's own)."""
     enforce_eager: bool = False
+    """vLLM: no CUDA graphs (slower, starts faster)."""
     enable_sleep_mode: bool = False
-    lean_decoder: bool = True  # hf backend: the fused fast path for Llama/Qwen3 (off = transformers forward)
+    """GPU: vLLM frees its memory while the trainer works."""
+    lean_decoder: bool = True
+    """hf backend: the fused fast path for Llama/Qwen3 (false = transformers' own forward)."""
     cpu_kv_cache_gib: float = Field(0.25, gt=0.0)
-    landed_check_interval: int = Field(10, ge=0)  # steps between landed checks; first sync always
-    landed_check_tolerance: float | None = Field(None, gt=0.0)  # None = by dtype (fp32 1e-3, bf16 .05)
+    """CPU: vLLM's KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE wins when set)."""
+    landed_check_interval: int = Field(10, ge=0)
+    """Steps between checks that the engine applies the adapter (the first sync is always checked)."""
+    landed_check_tolerance: float | None = Field(None, gt=0.0, examples=[0.001])
+    """Mean |logprob| difference allowed by the landed check (unset = 1e-3 fp32, 0.05 bf16)."""
 
 
 class ScoringConfig(_Model):
     """How reward functions run: each call in a worker thread, with a timeout."""
 
     timeout_s: float = Field(60.0, gt=0.0)
-    error_reward: float = 0.0  # the reward of a completion whose scoring raised, hung or gave NaN
+    """Seconds a reward call may take before it scores error_reward."""
+    error_reward: float = 0.0
+    """The reward of a completion whose scoring raised, hung or gave NaN."""
     workers: int = Field(8, gt=0)
+    """Reward calls run at once."""
 
 
 class RunConfig(_Model):
     output_dir: str = "runs"
-    id: str | None = None
-    team_id: str | None = None
+    """Where run directories are created."""
+    id: str | None = Field(None, examples=["my-run"])
+    """Run id and directory name (unset = timestamp + random suffix)."""
+    team_id: str | None = Field(None, examples=["my-team"])
+    """Written to the record's team_id."""
     seed: int = 0
+    """Seeds the LoRA init, the prompt order and sampling."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"  # "auto" = cuda when available
+    """Model dtype (auto = bf16 on GPU, fp32 on CPU)."""
+    device: str = "auto"
+    """Trainer device (auto = cuda when available)."""
     tensorboard: bool = True
+    """Write TensorBoard scalars to runs/ID/tensorboard."""
     progress: bool = True
+    """Show a progress bar."""
 
 
 class FsdpConfig(_Model):
     """Shard the trainer's model over the ranks (torch FSDP2) for models too large for one device."""
 
     enabled: bool = False
-    reshard_after_forward: bool = True  # False: keep layers gathered between forward and backward
-    cpu_offload: bool = False  # shards and optimizer state in host memory (GPU only)
+    """Shard the trainer over the ranks (accelerate launch with several processes)."""
+    reshard_after_forward: bool = True
+    """false: keep layers gathered from forward to backward (faster, more memory)."""
+    cpu_offload: bool = False
+    """Shards and optimizer state in host memory (GPU only)."""
 
 
 class UsageConfig(_Model):
     price_per_device_hour: float = Field(0.0, ge=0.0)
+    """cost_usd = device-hours x this."""
 
 
 # Hosted-training keys with no local meaning: accepted, announced, ignored.
@@ -152,35 +222,63 @@ HOSTED_ONLY_KEYS = ("oversampling_factor", "max_async_level", "trajectory_strate
 
 class Config(_Model):
     model: str = Field(min_length=1)
+    """Registry name (`rltrain models`), hub id, local directory, or builtin:tiny[-FAMILY]."""
     loss: Literal["rl", "sft"] = "rl"
+    """Only "rl" is supported."""
     max_steps: int = Field(gt=0)
+    """Optimizer steps in the run."""
     batch_size: int = Field(gt=0)
+    """Rollouts per step (= prompts per step x rollouts_per_example)."""
     rollouts_per_example: int = Field(gt=0)
+    """GRPO group size: completions sampled per prompt."""
     learning_rate: float = Field(1e-4, gt=0.0)
-    lora_alpha: int | None = Field(None, gt=0)
-    max_inflight_rollouts: int | None = Field(None, gt=0)
-    env_files: list[str] = Field(default_factory=list)
-    checkpoint_id: str | None = None
+    """AdamW learning rate of the LoRA weights (~1e-2 for the tiny model, ~1e-5..1e-4 real models)."""
+    lora_alpha: int | None = Field(None, gt=0, examples=[32])
+    """LoRA scaling (default 2 x rank; [lora] alpha wins)."""
+    max_inflight_rollouts: int | None = Field(None, gt=0, examples=[64])
+    """Cap on sequences sampled at once (groups are never split)."""
+    env_files: list[str] = Field(default_factory=list, examples=[["secrets.env"]])
+    """KEY=VALUE files loaded into the process for the environment's code; never recorded."""
+    checkpoint_id: str | None = Field(None, examples=["runs/ID/checkpoints/step_50"])
+    """Warm start: a local checkpoint dir whose adapter initialises training."""
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    """How completions are sampled."""
     env: list[EnvConfig] = Field(min_length=1)
+    """The environments to train on."""
     eval: EvalConfig | None = None
+    """Held-out avg@k / pass@k per environment during training."""
     val: ValConfig | None = None
+    """Validation passes on held-out rows."""
     pre_batch_filters: list[PreBatchFilter] = Field(default_factory=list)
+    """Filters applied to each step's groups before training."""
     checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Resumable checkpoints (adapter, optimizer, data position)."""
     adapters: AdapterConfig = Field(default_factory=AdapterConfig)
+    """Standalone adapter copies."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    """The LoRA adapter."""
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    """The loss and the optimizer step."""
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """The sampling engine."""
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    """How reward functions run."""
     fsdp: FsdpConfig = Field(default_factory=FsdpConfig)
+    """Sharded training over several processes."""
     run: RunConfig = Field(default_factory=RunConfig)
+    """Where and how the run is written."""
     usage: UsageConfig = Field(default_factory=UsageConfig)
-    # Hosted-only keys (see HOSTED_ONLY_KEYS); typed loosely because they are never used.
+    """Cost accounting."""
     oversampling_factor: float | None = None
+    """Hosted only: accepted with a notice and ignored."""
     max_async_level: int | None = None
+    """Hosted only: accepted with a notice and ignored."""
     trajectory_strategy: str | None = None
+    """Hosted only: accepted with a notice and ignored."""
     wandb: dict[str, Any] | None = None
+    """Hosted only: accepted with a notice and ignored."""
     name: str | None = None
+    """Hosted only: accepted with a notice and ignored."""
 
     @field_validator("loss")
     @classmethod

@@ -37,7 +37,7 @@ class Dist:
     """World of one by default; `init()` joins the process group when launched with several."""
 
     def __init__(self) -> None:
-        self.rank, self.world, self.local_rank = 0, 1, 0
+        self.rank, self.world = 0, 1
         self.abort_path: Path | None = None
         self._group: Any = None
         self._calls = 0
@@ -61,11 +61,7 @@ class Dist:
 
         cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         state = PartialState(cpu=cpu, timeout=timedelta(minutes=30))
-        self.rank, self.world, self.local_rank = (
-            state.process_index,
-            state.num_processes,
-            state.local_process_index,
-        )
+        self.rank, self.world = state.process_index, state.num_processes
         # object exchange and aborts go through gloo even on GPU: CPU tensors, pollable waits
         self._group = td.new_group(backend="gloo")
         return torch.device(state.device)

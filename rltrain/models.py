@@ -40,12 +40,6 @@ class ModelSpec:
     chat_template_kwargs: dict[str, object] = field(default_factory=dict)
     chat_format: str = "chatml"  # the hub tokenizer's chat template; rltrain applies it as shipped
     vllm_dtype: str = "bfloat16"
-    moe: bool = False
-
-    @property
-    def lora_targets(self) -> tuple[list[str] | str, list[str]]:
-        """(target_modules, target_parameters): the peft defaults for this family."""
-        return default_targets(self.family)
 
 
 # Qwen3.5 and Nemotron 3 think by default; RL on short answers wants it off (sampling.enable_thinking).
@@ -60,14 +54,11 @@ def _qwen(size: str, moe: bool = False) -> ModelSpec:
         params=size,
         chat_template_kwargs=dict(NO_THINKING),
         chat_format="chatml (qwen3.5, thinking off)",
-        moe=moe,
     )
 
 
 def _nemotron(name: str, hub_id: str, params: str) -> ModelSpec:
-    return ModelSpec(
-        name, hub_id, "nemotron_h", params, dict(NO_THINKING), "nemotron (thinking off)", moe=True
-    )
+    return ModelSpec(name, hub_id, "nemotron_h", params, dict(NO_THINKING), "nemotron (thinking off)")
 
 
 def _gpt_oss(size: str, params: str) -> ModelSpec:
@@ -80,7 +71,6 @@ def _gpt_oss(size: str, params: str) -> ModelSpec:
         params,
         {"reasoning_effort": "low"},
         "harmony (reasoning low)",
-        moe=True,
     )
 
 
@@ -152,41 +142,3 @@ def default_targets(model_type: str) -> tuple[list[str] | str, list[str]]:
         modules, params = TARGETS_BY_TYPE[model_type]
         return list(modules), list(params)
     return "all-linear", []
-
-
-def _targets_text(family: str) -> str:
-    modules, params = default_targets(family)
-    text = modules if isinstance(modules, str) else ",".join(modules)
-    return text + (f" + params {','.join(params)}" if params else "")
-
-
-def _backends(family: str) -> tuple[str, str]:
-    """(GPU, CPU) rollout backends for the table, from the support matrix in rltrain.families."""
-    from rltrain.families import SUPPORT, cpu_vllm_blocker
-
-    support = SUPPORT.get(family)
-    if support is None:
-        return "vllm", "vllm (untested)"
-    return "vllm", "vllm" if cpu_vllm_blocker(support) is None else "hf (fallback)"
-
-
-def format_table() -> str:
-    """The registry as `python -m rltrain models` prints it: one row per model, then LoRA targets."""
-    head = ("name", "hub id", "family", "params", "chat template", "vLLM dtype", "GPU", "CPU")
-    rows = [head]
-    for s in REGISTRY.values():
-        gpu, cpu = _backends(s.family)
-        rows.append((s.name, s.hub_id, s.family, s.params, s.chat_format, s.vllm_dtype, gpu, cpu))
-    from rltrain.tiny import FAMILIES
-
-    for family in FAMILIES:
-        name = "builtin:tiny" if family == "qwen3" else f"builtin:tiny-{family}"
-        gpu, cpu = _backends(family)
-        rows.append((name, "(built locally)", family, "<1M", "chatml", "float32", gpu, cpu))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines += ["", "LoRA targets by family (lora.target_modules; target_parameters = fused MoE experts):"]
-    families = dict.fromkeys([s.family for s in REGISTRY.values()] + list(FAMILIES))
-    lines += [f"  {f:12} {_targets_text(f)}" for f in families]
-    lines += ["", "CPU: 'hf (fallback)' = vLLM-CPU cannot serve it; docs/models.md says why. GPU: vLLM."]
-    return "\n".join(lines)

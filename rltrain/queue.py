@@ -1,7 +1,7 @@
 """Run lifecycle: `submit` queues a run, `worker` runs queued runs, `runs cancel` stops one, stale detection.
 
 Two locks, both `flock`s that the kernel drops when their holder dies, so no lock can go stale:
-- `runs/<id>/.lock` is taken by the training process itself (session.acquire_lock) for its whole life.
+- `runs/<id>/.lock` is taken by the training process itself (rundir.acquire_lock) for its whole life.
   "status running but nobody holds `.lock`" therefore means the process died without saying so
   (kill -9, OOM killer, power loss): the run is shown as `failed-stale`.
 - `runs/<id>/.claim` is taken by a worker before it starts a queued run and held until the training

@@ -74,6 +74,7 @@ class RunRecord:
     def create(
         cls,
         run_dir: Path,
+        *,
         run_id: str,
         base_model: str,
         environment: str,

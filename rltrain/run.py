@@ -5,83 +5,44 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rltrain import checkpoint as ckpt
-from rltrain.algo.loss import LossConfig
+from rltrain.adapter_sync import AdapterSync, SyncSettings, landed_tolerance
 from rltrain.config import Config
+from rltrain.data import EnvSlot, PromptSampler
 from rltrain.distributed import Dist, RankAborted
 from rltrain.envs.scoring import Scorer
-from rltrain.models import find_spec, resolve_model_path
+from rltrain.evaluate import due, evaluate
+from rltrain.families import checkpoint_model_type
+from rltrain.models import resolve_model_path
+from rltrain.progress import Progress
+from rltrain.recorder import Recorder
 from rltrain.rollout.backend import RolloutBackend
-from rltrain.rollout.collect import PromptEncoder, Rollouts, collect, rollout_metrics
-from rltrain.rollout.factory import make_backend, sync_adapter
-from rltrain.rundir import load_env_files
-from rltrain.session import Session, open_run
+from rltrain.rollout.collect import Collector, GroupSettings, StepRollouts
+from rltrain.rollout.factory import TrainerModel, make_backend
+from rltrain.rollout.prompting import Prompting
+from rltrain.rundir import StopFlag, build_slots, latest_for_resume, load_env_files, open_run_dir
 from rltrain.trainer import fsdp
 from rltrain.trainer.model import Policy, load_policy
-from rltrain.trainer.step import train_step
-from rltrain.types import Sample, SamplingParams
+from rltrain.trainer.step import NonFiniteUpdates, TrainSettings, train_step
 
 log = logging.getLogger("rltrain")
+StepCallback = Callable[[int, dict[str, Any]], None]  # (step, metrics) after each step is recorded
 
 
-def loss_config(cfg: Config) -> LossConfig:
-    a = cfg.algorithm
-    return LossConfig(a.variant, a.clip_eps_low, a.eps_high, a.kl_coef, a.mismatch.mode, a.mismatch.cap)
-
-
-def template_kwargs(cfg: Config) -> dict[str, Any]:
-    spec = find_spec(cfg.model)
-    kwargs: dict[str, Any] = dict(spec.chat_template_kwargs) if spec else {}
-    if cfg.sampling.enable_thinking is not None:
-        kwargs["enable_thinking"] = cfg.sampling.enable_thinking
-    if cfg.sampling.reasoning_effort is not None:
-        kwargs["reasoning_effort"] = cfg.sampling.reasoning_effort
-    return kwargs
-
-
-def train(cfg: Config, resume: Path | None = None, config_dir: Path = Path(".")) -> Session:
-    """Run (or resume) a training run; returns the session with the final record."""
-    dist = Dist()
-    device = dist.init(cfg.run.device)
-    if dist.is_main:
-        for key in cfg.hosted_only_keys_set():
-            log.info("notice: `%s` has no meaning for a local run and is ignored", key)
-    load_env_files(cfg.env_files, config_dir)
-    session, resume_from = open_run(cfg, resume, dist)
-    session.stop.install()
-    if dist.is_main:
-        print(f"rltrain: run directory {session.run_dir}", flush=True)
-    try:
-        _loop(session, cfg, resume_from, device)
-    except KeyboardInterrupt:
-        session.set_status("cancelled", error="interrupted twice: stopped without a final checkpoint")
-    except BaseException as err:
-        _fail(session, err)
-        raise
-    finally:
-        dist.close()
-    if dist.is_main:
-        print(f"rltrain: run {session.record.status} — {session.run_dir}", flush=True)
-    return session
-
-
-def _fail(session: Session, err: BaseException) -> None:
-    """Record the failure; a rank's own error first tells the other ranks to stop."""
-    message = str(err) if isinstance(err, RankAborted) else f"{type(err).__name__}: {err}"
-    if not isinstance(err, RankAborted):
-        # the first failing rank's message wins: under FSDP the others fail next, inside a collective
-        message = session.dist.abort(message)
-    session.tick()
-    session.save_record()
-    session.set_status("failed", error=message)
-    if session.dist.is_main:
-        (session.run_dir / "error.log").write_text(traceback.format_exc())
+@dataclass
+class RunContext:
+    cfg: Config
+    recorder: Recorder
+    stop: StopFlag
+    resume_from: Path | None  # the checkpoint to continue from
+    on_step: StepCallback | None = None
 
 
 @dataclass
@@ -90,122 +51,196 @@ class Engine:
 
     policy: Policy
     backend: RolloutBackend
-    encoder: PromptEncoder
-    scorer: Scorer
-    stop_ids: tuple[int, ...]
+    prompting: Prompting
+    collector: Collector
+    sync: AdapterSync
+    settings: TrainSettings
+
+    def close(self) -> None:
+        self.collector.scorer.close()
+        self.backend.close()
 
 
-def _setup(session: Session, cfg: Config, resume_from: Path | None, device: torch.device) -> Engine:
-    init_adapter = resume_from or (Path(cfg.checkpoint_id) if cfg.checkpoint_id else None)
-    shard = fsdp.settings(cfg.fsdp, session.dist.world)
-    policy = load_policy(cfg, resolve_model_path(cfg.model), init_adapter, device=device, shard=shard)
-    if resume_from is not None:
-        state = ckpt.load_trainer_state(resume_from)
-        ckpt.restore(policy, state)
-        session.restore(state, int(state["step"]))
-    backend = make_backend(cfg, policy, session.run_dir, session.dist)
-    eos = policy.model.generation_config.eos_token_id
+def train(
+    cfg: Config, resume: Path | None = None, config_dir: Path = Path("."), on_step: StepCallback | None = None
+) -> Recorder:
+    """Run (or resume) a training run; returns its recorder (run dir, final record)."""
+    dist = Dist()
+    device = dist.init(cfg.run.device)
+    if dist.is_main:
+        for key in cfg.hosted_only_keys_set():
+            log.info("notice: `%s` has no meaning for a local run and is ignored", key)
+    load_env_files(cfg.env_files, config_dir)
+    run_dir, record = open_run_dir(cfg, resume, dist)
+    rec = Recorder(run_dir, record, dist, cfg.usage.price_per_device_hour)
+    run = RunContext(cfg, rec, StopFlag(), latest_for_resume(run_dir, resume, dist), on_step)
+    run.stop.install()
+    if dist.is_main:
+        print(f"rltrain: run directory {run_dir}", flush=True)
+    try:
+        _loop(run, device)
+    except KeyboardInterrupt:
+        rec.set_status("cancelled", error="interrupted twice: stopped without a final checkpoint")
+    except BaseException as err:
+        _fail(rec, err)
+        raise
+    finally:
+        dist.close()
+    if dist.is_main:
+        print(f"rltrain: run {rec.status} — {run_dir}", flush=True)
+    return rec
+
+
+def _fail(rec: Recorder, err: BaseException) -> None:
+    """Record the failure; a rank's own error first tells the other ranks to stop."""
+    message = str(err) if isinstance(err, RankAborted) else f"{type(err).__name__}: {err}"
+    if not isinstance(err, RankAborted):
+        # the first failing rank's message wins: under FSDP the others fail next, inside a collective
+        message = rec.dist.abort(message)
+    rec.tick()
+    rec.save()
+    rec.set_status("failed", error=message)
+    if rec.dist.is_main:
+        (rec.run_dir / "error.log").write_text(traceback.format_exc())
+
+
+def build_engine(cfg: Config, policy: Policy, slots: list[EnvSlot], live_dir: Path, dist: Dist) -> Engine:
+    """Backend, prompting, collector and adapter sync around a loaded policy."""
+    trainer = TrainerModel(policy.model, policy.tokenizer, policy.device, policy.dtype, policy.sharded)
+    backend = make_backend(cfg, trainer, dist)
+    prompting = Prompting.build(cfg, policy.tokenizer, policy.model.generation_config.eos_token_id)
+    drop = any(f.type == "zero_advantage" for f in cfg.pre_batch_filters)
+    groups = GroupSettings(cfg.rollouts_per_example, cfg.algorithm.scale_rewards, drop)
+    collector = Collector(backend, prompting.encoder, slots, Scorer.from_config(cfg.scoring), groups)
+    sync = SyncSettings(
+        live_dir / f"rank{dist.rank}" if dist.enabled else live_dir,  # each engine reads its own copy
+        checkpoint_model_type(resolve_model_path(cfg.model)),
+        landed_tolerance(cfg.rollout.landed_check_tolerance, policy.dtype),
+        cfg.rollout.landed_check_interval,
+    )
     return Engine(
         policy,
         backend,
-        PromptEncoder(policy.tokenizer, template_kwargs(cfg)),
-        session.make_scorer(),
-        tuple(session.stop_token_ids(policy.tokenizer, eos)),
+        prompting,
+        collector,
+        AdapterSync(backend, policy, sync),
+        TrainSettings.from_config(cfg),
     )
 
 
-def _sampling(cfg: Config, engine: Engine, step: int) -> SamplingParams:
-    s = cfg.sampling
-    # one seed per step: a resumed run samples exactly what the uninterrupted run sampled
-    return SamplingParams(
-        s.max_tokens, s.temperature, s.top_p, s.top_k, engine.stop_ids, seed=cfg.run.seed * 1_000_003 + step
-    )
+def _setup(run: RunContext, sampler: PromptSampler, device: torch.device) -> tuple[Engine, int]:
+    """The engine, and the step to continue after (a resumed run restores its checkpoint's state)."""
+    cfg, rec = run.cfg, run.recorder
+    init_adapter = run.resume_from or (Path(cfg.checkpoint_id) if cfg.checkpoint_id else None)
+    shard = fsdp.settings(cfg.fsdp, rec.dist.world)
+    policy = load_policy(cfg, resolve_model_path(cfg.model), init_adapter, device=device, shard=shard)
+    start = 0
+    if run.resume_from is not None:
+        state = ckpt.load_trainer_state(run.resume_from)
+        ckpt.restore(policy, state)
+        sampler.load_state_dict(state["sampler"])
+        start = int(state["step"])
+        rec.load_state_dict(state, start, [str(p) for p in ckpt.complete_checkpoints(rec.run_dir)])
+    return build_engine(cfg, policy, sampler.slots, rec.run_dir / "adapters" / "live", rec.dist), start
 
 
-def _update(cfg: Config, engine: Engine, samples: list[Sample], dist: Dist) -> dict[str, float]:
-    a = cfg.algorithm
+def _update(engine: Engine, ro: StepRollouts, dist: Dist) -> dict[str, float]:
     engine.backend.sleep()  # a GPU shared with vLLM: free its memory while the trainer works
     try:
-        return train_step(
-            engine.policy,
-            samples,
-            loss_config(cfg),
-            a.micro_batch_size,
-            cfg.sampling.max_tokens,
-            cfg.sampling.temperature,
-            a.max_grad_norm,
-            dist=dist,
-        )
+        metrics = train_step(engine.policy, ro.mine.samples, engine.settings, dist=dist)
     finally:
         engine.backend.wake_up()
+    if dist.enabled:  # ranks must take identical steps: compare a checksum of the weights
+        metrics["lora_checksum"] = dist.check_in_sync(engine.policy.full_trainable())
+    return metrics
 
 
-def _rollouts(session: Session, engine: Engine, cfg: Config, step: int) -> tuple[Rollouts, dict[str, Any]]:
-    """This rank's share of the step's prompts, sampled and scored; metrics over every rank's share."""
-    batch = session.sampler.next_batch(step, cfg.prompts_per_step)
-    start, stop = session.dist.shard(len(batch))
-    sampling = replace(_sampling(cfg, engine, step), seed_offset=start)
-    ro = collect(
-        engine.backend,
-        engine.encoder,
-        session.slots,
-        batch[start:stop],
-        cfg.rollouts_per_example,
-        sampling,
-        engine.scorer,
-        cfg.algorithm.scale_rewards,
-        any(f.type == "zero_advantage" for f in cfg.pre_batch_filters),
+def _checkpoint(run: RunContext, engine: Engine, sampler: PromptSampler, step: int) -> None:
+    rec = run.recorder
+    if rec.checkpoints and rec.checkpoints[-1].endswith(f"step_{step}"):
+        return
+    rec.tick()
+    extra = {"sampler": sampler.state_dict(), **rec.state_dict()}
+    path = ckpt.save(
+        rec.run_dir, step, engine.policy, extra, dist=rec.dist, keep_last=run.cfg.checkpoints.keep_last
     )
-    shares = session.dist.all_gather((ro.records, ro.errored, ro.filtered_groups))
-    records = [r for recs, _, _ in shares for r in recs]
-    errored: dict[str, int] = {}
-    for _, errs, _ in shares:
-        for name, count in errs.items():
-            errored[name] = errored.get(name, 0) + count
-    metrics = rollout_metrics(records, errored, sum(f for _, _, f in shares))
-    return ro, {"metrics": metrics, "records": records, "sampling": sampling}
+    kept = {str(p) for p in ckpt.complete_checkpoints(rec.run_dir)} | {str(path)}
+    rec.checkpoints = [c for c in rec.checkpoints if c in kept] + [str(path)]
+    rec.save(durable=True)
 
 
-def _loop(session: Session, cfg: Config, resume_from: Path | None, device: torch.device) -> None:
-    engine = _setup(session, cfg, resume_from, device)
-    policy, backend, dist = engine.policy, engine.backend, session.dist
-    session.open_writer()
-    session.set_status("running")
-    first_sync = sync_adapter(backend, policy, session, session.start_step, first=True)
-    step = session.start_step
-    with session.progress() as bar:
-        for step in range(session.start_step + 1, cfg.max_steps + 1):
-            if dist.any(session.stop.requested):
+def _timed(
+    ro: StepRollouts, train: dict[str, float], sync: dict[str, float], t: list[float]
+) -> dict[str, Any]:
+    """A step's metrics row; `t` holds the clock at the start, after sampling, training and syncing."""
+    rollout_s, train_s, sync_s, step_s = t[1] - t[0], t[2] - t[1], t[3] - t[2], t[3] - t[0]
+    m = ro.metrics
+    return {
+        **m,
+        **train,
+        **sync,
+        "rollout_s": rollout_s,
+        "train_s": train_s,
+        "sync_s": sync_s,
+        "step_s": step_s,
+        "gen_tok_s": m["output_tokens"] / max(rollout_s, 1e-9),
+        "train_tok_s": train.get("training_tokens", 0.0) / max(train_s, 1e-9),
+        "tok_s": (m["input_tokens"] + m["output_tokens"]) / max(step_s, 1e-9),
+    }
+
+
+def _loop(run: RunContext, device: torch.device) -> None:
+    cfg, rec, dist = run.cfg, run.recorder, run.recorder.dist
+    sampler = PromptSampler(build_slots(cfg), cfg.run.seed)
+    engine, start = _setup(run, sampler, device)
+    skips = NonFiniteUpdates(cfg.algorithm.max_nonfinite_skips)
+    if cfg.run.tensorboard:
+        rec.open_tensorboard()
+    rec.set_status("running")
+    first_sync = engine.sync.push(start, first=True)
+    step = start
+    with Progress(cfg.max_steps, start, enabled=cfg.run.progress and dist.is_main) as bar:
+        for step in range(start + 1, cfg.max_steps + 1):
+            if dist.any(run.stop.requested):
                 step -= 1
                 break
-            t0 = time.perf_counter()
-            position = session.sampler.state_dict()
-            ro, gathered = _rollouts(session, engine, cfg, step)
-            if dist.any(session.stop.requested):  # drop this step's rollouts; resume redraws the same prompts
-                session.sampler.load_state_dict(position)
+            t = [time.perf_counter()]
+            position = sampler.state_dict()
+            batch = sampler.next_batch(step, cfg.prompts_per_step)
+            ro = engine.collector.collect_share(batch, engine.prompting.sampling(step), dist)
+            if dist.any(run.stop.requested):  # drop this step's rollouts; resume redraws the same prompts
+                sampler.load_state_dict(position)
                 step -= 1
                 break
-            t1 = time.perf_counter()
-            train_metrics = _update(cfg, engine, ro.samples, dist)
-            if dist.enabled:
-                train_metrics["lora_checksum"] = dist.check_in_sync(policy.full_trainable())
-            t2 = time.perf_counter()
-            sync = {**first_sync, **sync_adapter(backend, policy, session, step)}
+            t.append(time.perf_counter())
+            train_metrics = _update(engine, ro, dist)
+            t.append(time.perf_counter())
+            sync = {**first_sync, **engine.sync.push(step)}
             first_sync = {}
-            session.export_adapter(step, policy)
-            t3 = time.perf_counter()
-            metrics = session.step_metrics(
-                gathered["metrics"], train_metrics, sync, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
+            model_type = engine.sync.settings.model_type
+            ckpt.export_copy(
+                rec.run_dir, step, engine.policy, settings=cfg.adapters, model_type=model_type, dist=dist
             )
-            session.check_skips(train_metrics)
-            session.maybe_eval(step, backend, engine.encoder, gathered["sampling"], engine.scorer, metrics)
-            session.log_step(step, metrics, gathered["records"])
+            t.append(time.perf_counter())
+            metrics = _timed(ro, train_metrics, sync, t)
+            rec.count(
+                metrics["input_tokens"], metrics["output_tokens"], train_metrics.get("training_tokens", 0)
+            )
+            skips.observe(train_metrics)
+            metrics.update(nonfinite_skips=float(skips.total), world_size=float(dist.world))
+            for spec in due(cfg, step):
+                if dist.is_main or engine.backend.collective:  # collective sampling: every rank joins
+                    metrics.update(evaluate(engine.collector, spec, ro.sampling))
+            rec.log_step(step, metrics, ro.records)
             bar.update(step, metrics)
+            if run.on_step is not None:
+                run.on_step(step, metrics)
             if cfg.checkpoints.interval and step % cfg.checkpoints.interval == 0:
-                session.save_checkpoint(step, policy)
-    if step > session.start_step or not session.checkpoints:
-        session.save_checkpoint(step, policy)
-    engine.scorer.close()
-    backend.close()
-    stopped = dist.any(session.stop.requested)  # every rank must join this collective
-    session.finish("cancelled" if stopped else "succeeded")
+                _checkpoint(run, engine, sampler, step)
+    if step > start or not rec.checkpoints:
+        _checkpoint(run, engine, sampler, step)
+    engine.close()
+    stopped = dist.any(run.stop.requested)  # every rank must join this collective
+    rec.finish(
+        "cancelled" if stopped else "succeeded", f"stopped by {run.stop.signal_name}" if stopped else None
+    )

@@ -69,9 +69,21 @@ def build_slots(cfg: Config) -> list[EnvSlot]:
     return slots
 
 
+# Lock handles this process holds: closing one would release its run, so they live as long as the process
+# (a later run in the same process, e.g. a resume, takes its run's handle over).
+_HELD: dict[Path, IO[str]] = {}
+
+
 def acquire_lock(run_dir: Path) -> IO[str]:
     """Hold `.lock` for the life of the process: one writer per run; the pid inside is for `runs cancel`."""
-    handle = (run_dir / ".lock").open("a+")
+    path = (run_dir / ".lock").resolve()
+    held = _HELD.pop(path, None)
+    if held is not None:
+        if path.exists() and os.path.samestat(os.fstat(held.fileno()), path.stat()):
+            _HELD[path] = held
+            return held
+        held.close()  # the file was replaced (a copied run dir): lock the new one
+    handle = path.open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -81,6 +93,7 @@ def acquire_lock(run_dir: Path) -> IO[str]:
     handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
+    _HELD[path] = handle
     return handle
 
 
@@ -94,24 +107,31 @@ def create_run_dir(cfg: Config) -> tuple[Path, RunRecord]:
     env_label = "+".join(e.id for e in cfg.env)
     dump = cfg.model_dump(mode="json")
     write_config(run_dir, dump)  # before run.json: a record never exists without its config
-    record = RunRecord.create(run_dir, run_id, cfg.model, env_label, dump, cfg.run.team_id, status="queued")
+    record = RunRecord.create(
+        run_dir,
+        run_id=run_id,
+        base_model=cfg.model,
+        environment=env_label,
+        config=dump,
+        team_id=cfg.run.team_id,
+        status="queued",
+    )
     return run_dir, record
 
 
-def open_run_dir(cfg: Config, resume: Path | None, dist: Dist) -> tuple[Path, RunRecord, IO[str] | None]:
+def open_run_dir(cfg: Config, resume: Path | None, dist: Dist) -> tuple[Path, RunRecord]:
     """The main rank creates (or reopens) the run; the others join the directory it chose."""
-    lock: IO[str] | None = None
     if dist.is_main:
         if resume is not None:
             run_dir = resume.resolve()
             if not (run_dir / "run.json").is_file():
                 raise FileNotFoundError(f"--resume {resume}: no run.json there")
-            lock = acquire_lock(run_dir)
+            acquire_lock(run_dir)
             record = RunRecord.load(run_dir)
             write_config(run_dir, cfg.model_dump(mode="json"))  # overrides given to --resume stick
         else:
             run_dir, record = create_run_dir(cfg)
-            lock = acquire_lock(run_dir)
+            acquire_lock(run_dir)
     chosen = Path(dist.all_gather(str(run_dir) if dist.is_main else "")[0])
     if not dist.is_main:
         if not (chosen / "run.json").is_file():  # another node, without the main rank's filesystem
@@ -121,7 +141,7 @@ def open_run_dir(cfg: Config, resume: Path | None, dist: Dist) -> tuple[Path, Ru
             )
         run_dir, record = chosen, RunRecord.load(chosen)
     dist.set_run_dir(run_dir)
-    return run_dir, record, lock
+    return run_dir, record
 
 
 def write_config(run_dir: Path, dump: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ completion was produced (which backend, which environment).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None  # per-call seed; backends derive one per prompt with `prompt_seed`
     seed_offset: int = 0  # global index of the first prompt (a rank's share starts past the others')
+
+    def with_offset(self, offset: int) -> SamplingParams:
+        return replace(self, seed_offset=offset)
 
 
 def prompt_seed(seed: int, index: int) -> int:

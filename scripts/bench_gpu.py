@@ -134,11 +134,12 @@ def make_samples(count: int, seq: int, prompt: int, vocab: int, group: int = 8) 
 
 def time_train(policy: Any, samples: list[Any], mbs: int, completion: int, steps: int) -> dict[str, Any]:
     from rltrain.algo.loss import LossConfig
-    from rltrain.trainer.step import train_step
+    from rltrain.trainer.step import TrainSettings, train_step
 
+    settings = TrainSettings(LossConfig(), mbs, completion, 1.0, 1.0)
     times, start = [], time.perf_counter()
     for _ in range(steps + 1):  # the first step is warm-up (allocator, kernels)
-        train_step(policy, samples, LossConfig(), mbs, completion, 1.0, 1.0)  # its float(loss) syncs the GPU
+        train_step(policy, samples, settings)  # its float(loss) syncs the GPU
         times.append(time.perf_counter() - start)
         start = time.perf_counter()
     return {"step_s": statistics.median(times[1:])}

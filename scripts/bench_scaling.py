@@ -42,9 +42,9 @@ SHARES = ("rollout_s", "train_s", "sync_s")
 
 def disable_stops() -> None:
     """Benchmark only: no stop tokens, so every completion runs to max_tokens on both backends."""
-    from rltrain.session import Session
+    from rltrain.rollout import prompting
 
-    Session.stop_token_ids = staticmethod(lambda tokenizer, eos: [])  # type: ignore[method-assign]
+    prompting.stop_token_ids = lambda tokenizer, eos: ()  # type: ignore[assignment]
     if importlib.util.find_spec("vllm") is None:
         return
     from rltrain.rollout.vllm_backend import VLLMBackend
@@ -57,25 +57,6 @@ def disable_stops() -> None:
         return params
 
     VLLMBackend._vllm_params = no_eos  # type: ignore[method-assign]
-
-
-def stamp_steps() -> list[float]:
-    """Process CPU time at the end of every step's bookkeeping (measurement only).
-
-    CPU time next to wall time: on a shared 2-core machine other jobs inflate wall time, barely CPU time
-    (one torch thread; the vLLM engine runs in-process). The gap between two stamps is one whole step.
-    """
-    from rltrain.session import Session
-
-    stamps: list[float] = []
-    log_step = Session.log_step
-
-    def stamped(self: Session, *args: Any, **kwargs: Any) -> None:
-        log_step(self, *args, **kwargs)
-        stamps.append(time.process_time())
-
-    Session.log_step = stamped  # type: ignore[method-assign]
-    return stamps
 
 
 def run_config(backend: str, group: int, max_tokens: int, steps: int, out_dir: str) -> dict[str, Any]:
@@ -109,7 +90,12 @@ def one_run(backend: str, group: int, max_tokens: int, steps: int, stamps: list[
     first = len(stamps)
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         start = time.perf_counter()
-        session = train(parse_config(run_config(backend, group, max_tokens, steps, tmp)))
+        # process CPU time after every recorded step: on a shared 2-core machine other jobs inflate wall
+        # time, barely CPU time (one torch thread; vLLM in-process). Two stamps apart is one whole step.
+        session = train(
+            parse_config(run_config(backend, group, max_tokens, steps, tmp)),
+            on_step=lambda step, metrics: stamps.append(time.process_time()),
+        )
         wall = time.perf_counter() - start
         lines = (session.run_dir / "metrics.jsonl").read_text().splitlines()
         rows = [json.loads(line) for line in lines]
@@ -178,7 +164,7 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_all(args: argparse.Namespace) -> dict[str, dict[tuple[int, int], dict[str, Any]]]:
     runs: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {b: {} for b in args.backends}
-    stamps = stamp_steps()
+    stamps: list[float] = []
     for rnd in range(args.rounds):
         for i, (group, max_tokens) in enumerate(points(args.groups, args.lengths)):
             order = args.backends if (i + rnd) % 2 == 0 else list(reversed(args.backends))

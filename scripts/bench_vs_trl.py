@@ -43,30 +43,15 @@ def gaps(stamps: list[tuple[float, float]], which: int) -> list[float]:
     return [b[which] - a[which] for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
-def _stamp_steps() -> list[tuple[float, float]]:
-    """Clocks at the end of each step's bookkeeping (metrics, rollouts, record); measurement only."""
-    from rltrain.session import Session
-
-    stamps: list[tuple[float, float]] = []
-    log_step = Session.log_step
-
-    def timed(self: Session, *args: Any, **kwargs: Any) -> None:
-        log_step(self, *args, **kwargs)
-        stamps.append(clocks())
-
-    Session.log_step = timed  # type: ignore[method-assign]
-    return stamps
-
-
 def run_rltrain(steps: int, seed: int) -> dict[str, Any]:
     """The public engine end to end; per-step numbers come from the run's own metrics.jsonl."""
     from rltrain.config import parse_config
     from rltrain.run import train
     from rltrain.tiny import tiny_model_path
 
-    # step_s stops before the record and metrics writes; the gap between two log_step ends is the
-    # whole loop iteration, like TRL's on_step_end to on_step_end (which includes its logging).
-    stamps = _stamp_steps()
+    # step_s stops before the record and metrics writes; the gap between two on_step calls (after the
+    # step is recorded) is the whole loop iteration, like TRL's on_step_end to on_step_end.
+    stamps: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-rltrain-") as tmp:
         cfg = parse_config(
             {
@@ -83,8 +68,8 @@ def run_rltrain(steps: int, seed: int) -> dict[str, Any]:
                 | {"progress": False, "tensorboard": False},
             }
         )
-        session = train(cfg)
-        rows = [json.loads(line) for line in session.metrics_path.read_text().splitlines()]
+        run = train(cfg, on_step=lambda step, metrics: stamps.append(clocks()))
+        rows = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
     return {
         "step_s": [r["step_s"] for r in rows],
         "cycle_s": gaps(stamps, 0),

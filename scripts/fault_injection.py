@@ -55,7 +55,7 @@ def launch(args: argparse.Namespace, run_id: str, log: Path) -> subprocess.Popen
 
 
 def wait_until_open(proc: subprocess.Popen[bytes], run_dir: Path) -> None:
-    """Until the process holds the run: session.acquire_lock writes its pid into `.lock`."""
+    """Until the process holds the run: rundir.acquire_lock writes its pid into `.lock`."""
     while proc.poll() is None:
         try:
             if (run_dir / ".lock").read_text().strip() == str(proc.pid):

@@ -20,7 +20,7 @@ import torch
 
 from rltrain.record import load_schema, read_jsonl
 
-# accelerate's --cpu launches ONE process; these flags give two gloo processes (DESIGN.md)
+# accelerate's --cpu launches ONE process; these flags give two gloo processes
 LAUNCH = [
     "-m",
     "accelerate.commands.launch",
@@ -173,11 +173,11 @@ real = run._update
 calls = {"n": 0}
 
 
-def flaky(cfg, engine, samples, dist):
+def flaky(engine, rollouts, dist):
     calls["n"] += 1
     if dist.rank == 1 and calls["n"] == 2:
         raise ValueError("injected failure on rank 1")
-    return real(cfg, engine, samples, dist)
+    return real(engine, rollouts, dist)
 
 
 run._update = flaky

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -21,14 +20,9 @@ import rltrain.trainer.step
 from rltrain.__main__ import main
 from rltrain.checkpoint import complete_checkpoints, load_trainer_state
 from rltrain.config import parse_config
-from rltrain.record import load_schema, read_jsonl, validate_run_id
+from rltrain.record import read_jsonl, validate_run_id
 from rltrain.run import train
-
-
-def _valid(run_dir: Path) -> dict[str, Any]:
-    record = json.loads((run_dir / "run.json").read_text())
-    jsonschema.validate(record, load_schema())
-    return record
+from tests.helpers import valid_record
 
 
 def _nan_loss_on(monkeypatch: pytest.MonkeyPatch, bad_steps: set[int]) -> None:
@@ -50,7 +44,7 @@ def test_nan_loss_skips_the_update_and_counts_it(run_config, monkeypatch: pytest
     _nan_loss_on(monkeypatch, {2})
     cfg = run_config(max_steps=3, checkpoints={"interval": 1}, algorithm={"micro_batch_size": 16})
     session = train(parse_config(cfg))
-    record = _valid(session.run_dir)
+    record = valid_record(session.run_dir)
     assert record["status"] == "succeeded"
     rows = read_jsonl(session.run_dir / "metrics.jsonl")
     assert [r["skipped_update"] for r in rows] == [0.0, 1.0, 0.0]
@@ -81,7 +75,7 @@ def test_consecutive_nan_updates_fail_the_run_with_the_reason(
     with pytest.raises(FloatingPointError, match="2 consecutive updates skipped"):
         train(parse_config(cfg))
     run_dir = Path(cfg["run"]["output_dir"]) / "nan"
-    record = _valid(run_dir)
+    record = valid_record(run_dir)
     assert record["status"] == "failed"
     assert record["error"].startswith("FloatingPointError: 2 consecutive updates skipped")
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1]
@@ -115,7 +109,7 @@ def test_checkpoint_write_failure_fails_cleanly_and_keeps_the_last_one(
     with pytest.raises(OSError, match=message):
         train(parse_config(cfg))
     run_dir = Path(cfg["run"]["output_dir"]) / "full"
-    record = _valid(run_dir)
+    record = valid_record(run_dir)
     assert record["status"] == "failed" and message in record["error"]
     assert [Path(c).name for c in record["checkpoints"]] == ["step_2"]
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_2"]  # no half-written step_4
@@ -123,7 +117,7 @@ def test_checkpoint_write_failure_fails_cleanly_and_keeps_the_last_one(
     monkeypatch.undo()  # space freed: resume continues from step 2
     gc.collect()  # the failed session (in a traceback cycle) still holds the run's lock in this process
     train(parse_config(cfg), resume=run_dir)
-    assert _valid(run_dir)["status"] == "succeeded"
+    assert valid_record(run_dir)["status"] == "succeeded"
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, 7))
 
 
@@ -139,7 +133,7 @@ def test_failure_before_first_checkpoint_then_resume_starts_clean(
     monkeypatch.undo()
     gc.collect()  # the failed session (in a traceback cycle) still holds the run's lock in this process
     train(parse_config(cfg), resume=run_dir)  # no checkpoint: starts from scratch
-    assert _valid(run_dir)["status"] == "succeeded"
+    assert valid_record(run_dir)["status"] == "succeeded"
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]
 
 
@@ -189,7 +183,7 @@ def test_record_never_holds_secrets(run_config, tmp_path: Path, monkeypatch: pyt
         wandb={"api_key": CONFIG_SECRET, "project": "p"},
     )
     session = train(parse_config(cfg))
-    record = _valid(session.run_dir)
+    record = valid_record(session.run_dir)
     assert record["status"] == "succeeded"
     assert record["config"]["env"][0]["args"]["api_key"] == "<redacted>"
     assert record["config"]["wandb"] == {"api_key": "<redacted>", "project": "p"}

@@ -7,26 +7,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from tomli_w import dumps
 
 from rltrain import queue
 from rltrain.__main__ import main
 from rltrain.config import parse_config
-from rltrain.record import RunRecord, load_schema, read_jsonl
+from rltrain.record import RunRecord, read_jsonl
 from rltrain.run import train
-
-
-def _valid(run_dir: Path) -> dict[str, Any]:
-    record = json.loads((run_dir / "run.json").read_text())
-    jsonschema.validate(record, load_schema())
-    return record
+from tests.helpers import cli, valid_record
 
 
 @pytest.fixture
@@ -41,17 +34,6 @@ def submit(run_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         return tmp_path / "runs" / run_id
 
     return _submit
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "rltrain", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def _wait_rows(run_dir: Path, n: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -70,7 +52,7 @@ def test_submit_validates_and_records_a_queued_run(submit, run_config, tmp_path:
     (tmp_path / "keys.env").write_text("A=1\n")
     run_dir = submit("q1", env_files=["keys.env"])  # relative to the config file
     assert capsys.readouterr().out.strip() == "q1"
-    record = _valid(run_dir)
+    record = valid_record(run_dir)
     assert record["status"] == "queued" and record["base_model"] == "builtin:tiny"
     cfg = parse_config(json.loads((run_dir / "config.json").read_text()))
     assert cfg.env_files == [str(tmp_path / "keys.env")]  # pinned: the worker may run elsewhere
@@ -106,9 +88,9 @@ def test_lock_holder_and_failed_stale(submit) -> None:
         f.flush()
         assert queue.lock_holder(run_dir) == os.getpid()
         RunRecord.load(run_dir).set_status("running")
-        assert queue.effective_status(run_dir, _valid(run_dir)) == "running"
+        assert queue.effective_status(run_dir, valid_record(run_dir)) == "running"
     assert queue.lock_holder(run_dir) is None  # the kernel dropped the lock with the file
-    assert queue.effective_status(run_dir, _valid(run_dir)) == "failed-stale"
+    assert queue.effective_status(run_dir, valid_record(run_dir)) == "failed-stale"
 
 
 def test_worker_runs_oldest_first_and_skips_cancelled(submit, capsys) -> None:
@@ -121,25 +103,25 @@ def test_worker_runs_oldest_first_and_skips_cancelled(submit, capsys) -> None:
     assert "cancelled (before it started)" in capsys.readouterr().out
     assert queue.Worker(dirs[0].parent).run(once=True) == ["w1", "w3"]
     for d in (dirs[0], dirs[2]):
-        record = _valid(d)
+        record = valid_record(d)
         assert record["status"] == "succeeded", (d / "output.log").read_text()
         assert record["metrics"]["step"] == 1
-    assert _valid(dirs[1])["status"] == "cancelled"
+    assert valid_record(dirs[1])["status"] == "cancelled"
     assert not (dirs[1] / "metrics.jsonl").exists()
 
 
 def test_two_workers_never_take_the_same_run(submit, tmp_path: Path) -> None:
     dirs = [submit(name, max_steps=1) for name in ("x1", "x2")]
-    workers = [_cli("worker", "--once", "--runs", str(tmp_path / "runs"), cwd=tmp_path) for _ in range(2)]
+    workers = [cli("worker", "--once", "--runs", str(tmp_path / "runs"), cwd=tmp_path) for _ in range(2)]
     outs = [w.communicate(timeout=120)[0] for w in workers]
     started = [line.split()[2] for out in outs for line in out.splitlines() if line.endswith(")")]
     assert sorted(started) == ["x1:", "x2:"], outs  # each run started exactly once, by one worker
-    assert all(_valid(d)["status"] == "succeeded" for d in dirs), outs
+    assert all(valid_record(d)["status"] == "succeeded" for d in dirs), outs
 
 
 def test_cancel_running_run_then_ctrl_c_the_worker(submit, tmp_path: Path, capsys) -> None:
     first, second = submit("long1", max_steps=200), submit("long2", max_steps=200)
-    worker = _cli("worker", "--once", "--runs", str(tmp_path / "runs"), cwd=tmp_path)
+    worker = cli("worker", "--once", "--runs", str(tmp_path / "runs"), cwd=tmp_path)
     _wait_rows(first, 2, worker)
     assert main(["runs", "cancel", "long1", "--wait", "60"]) == 0
     assert "sent SIGTERM to pid" in capsys.readouterr().out
@@ -148,7 +130,7 @@ def test_cancel_running_run_then_ctrl_c_the_worker(submit, tmp_path: Path, capsy
     out = worker.communicate(timeout=60)[0]
     assert worker.returncode == 0 and "long1: cancelled" in out and "long2: cancelled" in out, out
     for run_dir in (first, second):
-        record = _valid(run_dir)
+        record = valid_record(run_dir)
         assert record["status"] == "cancelled" and record["error"] == "stopped by SIGTERM"
         last = Path(record["checkpoints"][-1])
         assert (last / "COMPLETE").is_file() and int(last.name[5:]) == record["metrics"]["step"] >= 1
@@ -162,12 +144,12 @@ def test_kill_9_shows_failed_stale_and_resume_reopens_it(
     monkeypatch.setenv("RLTRAIN_RUNS", str(tmp_path / "runs"))
     cfg = run_config(max_steps=6, checkpoints={"interval": 1}, run__id="k9")
     (tmp_path / "k9.toml").write_text(dumps(cfg))
-    proc = _cli("--config", str(tmp_path / "k9.toml"), cwd=tmp_path)
+    proc = cli("--config", str(tmp_path / "k9.toml"), cwd=tmp_path)
     run_dir = tmp_path / "runs" / "k9"
     _wait_rows(run_dir, 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert _valid(run_dir)["status"] == "running"  # the process could not say anything
+    assert valid_record(run_dir)["status"] == "running"  # the process could not say anything
     assert main(["runs"]) == 0
     assert "failed-stale" in capsys.readouterr().out
     (run_dir / ".abort").write_text("rank 3: RuntimeError: injected\n")  # what a dying rank leaves
@@ -185,7 +167,7 @@ def test_kill_9_shows_failed_stale_and_resume_reopens_it(
     monkeypatch.setattr(RunRecord, "set_status", spy)
     session = train(parse_config(cfg), resume=run_dir)
     assert statuses == ["running", "succeeded"]  # the record is reopened, not replaced
-    record = _valid(run_dir)
+    record = valid_record(run_dir)
     assert record["status"] == "succeeded" and "error" not in record
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, 7))
     assert queue.lock_holder(run_dir) == os.getpid()  # the resuming process holds the run

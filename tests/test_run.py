@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import jsonschema
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from rltrain.config import parse_config
-from rltrain.record import load_schema, read_jsonl
+from rltrain.record import read_jsonl
 from rltrain.run import train
+from tests.helpers import cli, valid_record
 
 TIMING = {"rollout_s", "train_s", "sync_s", "step_s", "gen_tok_s", "train_tok_s", "tok_s", "adapter_sync_s"}
-
-
-def _validate(run_dir: Path) -> dict:
-    record = json.loads((run_dir / "run.json").read_text())
-    jsonschema.validate(record, load_schema())
-    return record
 
 
 def test_training_learns_and_record_is_complete(run_config, tiny_model: str) -> None:
     cfg = parse_config(run_config(max_steps=12, batch_size=32, checkpoints={"interval": 5}))
     session = train(cfg)
-    record = _validate(session.run_dir)
+    record = valid_record(session.run_dir)
     assert record["status"] == "succeeded"
     rows = read_jsonl(session.run_dir / "metrics.jsonl")
     rewards = [r["reward_mean"] for r in rows]
@@ -77,18 +67,6 @@ def test_resume_is_exact_and_runs_repeat(run_config, tmp_path: Path) -> None:
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "rltrain", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def test_ctrl_c_cancels_with_checkpoint_and_resume_finishes(run_config, tmp_path: Path) -> None:
     cfg = run_config(max_steps=40, checkpoints={"interval": 2}, run__id="sig")
     path = tmp_path / "c.json"
@@ -96,7 +74,7 @@ def test_ctrl_c_cancels_with_checkpoint_and_resume_finishes(run_config, tmp_path
 
     path = tmp_path / "c.toml"
     path.write_text(dumps(cfg))
-    proc = _cli(["--config", str(path)], tmp_path)
+    proc = cli("--config", str(path), cwd=tmp_path)
     metrics = tmp_path / "runs" / "sig" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and len(read_jsonl(metrics)) < 3:
@@ -105,15 +83,15 @@ def test_ctrl_c_cancels_with_checkpoint_and_resume_finishes(run_config, tmp_path
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     run_dir = tmp_path / "runs" / "sig"
-    record = _validate(run_dir)
+    record = valid_record(run_dir)
     assert record["status"] == "cancelled", out
     last = Path(record["checkpoints"][-1])
     assert (last / "COMPLETE").is_file()
     assert int(last.name[5:]) == record["metrics"]["step"] >= 3
-    proc = _cli(["--resume", str(run_dir), "--max_steps", str(record["metrics"]["step"] + 2)], tmp_path)
+    proc = cli("--resume", str(run_dir), "--max_steps", str(record["metrics"]["step"] + 2), cwd=tmp_path)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
-    record = _validate(run_dir)
+    record = valid_record(run_dir)
     assert record["status"] == "succeeded"
     steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
     assert steps == list(range(1, steps[-1] + 1))
@@ -123,7 +101,7 @@ def test_failed_run_keeps_error_in_valid_record(run_config, tmp_path: Path) -> N
     cfg = parse_config(run_config(model=str(tmp_path / "no-such-model"), run__id="bad"))
     with pytest.raises(RuntimeError, match="no-such-model"):
         train(cfg)
-    record = _validate(tmp_path / "runs" / "bad")
+    record = valid_record(tmp_path / "runs" / "bad")
     assert record["status"] == "failed"
     assert "no-such-model" in record["error"]
 
@@ -145,7 +123,7 @@ def test_nan_reward_and_raising_reward_do_not_stop_the_run(run_config, tmp_path:
         "    return rltrain.Environment([{'question': 'say 12'}], [flaky])\n"
     )
     session = train(parse_config(run_config(env=[{"id": str(env_file)}], max_steps=2)))
-    record = _validate(session.run_dir)
+    record = valid_record(session.run_dir)
     assert record["status"] == "succeeded"
     errored = sum(r["errored_rollouts"] for r in read_jsonl(session.run_dir / "metrics.jsonl"))
     assert errored > 0

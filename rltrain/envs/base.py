@@ -79,10 +79,14 @@ def _resolve(value: Any) -> Any:
     return value
 
 
+class NonFiniteReward(ValueError):
+    """A reward function returned NaN or infinity."""
+
+
 def _finite(value: Any, label: str) -> float:
     number = float(value)
     if not math.isfinite(number):
-        raise ValueError(f"reward function {label} returned {number}")
+        raise NonFiniteReward(f"reward function {label} returned {number}")
     return number
 
 

@@ -10,12 +10,14 @@ fresh workers.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
-from rltrain.envs.base import Environment, Row
+from rltrain.config import ScoringConfig
+from rltrain.envs.base import Environment, NonFiniteReward, Row
 
 log = logging.getLogger("rltrain")
 
@@ -32,10 +34,14 @@ class Scorer:
     timeout_s: float = 60.0
     error_reward: float = 0.0
     workers: int = 8
-    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    errors_by_kind: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._pool = self._new_pool()
+
+    @classmethod
+    def from_config(cls, cfg: ScoringConfig) -> Scorer:
+        return cls(timeout_s=cfg.timeout_s, error_reward=cfg.error_reward, workers=cfg.workers)
 
     def _new_pool(self) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="reward")
@@ -45,9 +51,7 @@ class Scorer:
             kind, detail = "timeout", f"no result within {self.timeout_s:g}s"
         else:
             detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-            kind = (
-                "non-finite" if " returned nan" in detail or " returned inf" in detail else type(err).__name__
-            )
+            kind = "non-finite" if isinstance(err, NonFiniteReward) else type(err).__name__
         key = f"{env_name}:{func}:{kind}"
         if key not in self.errors_by_kind:
             log.warning(
@@ -58,7 +62,7 @@ class Scorer:
                 detail,
                 self.error_reward,
             )
-        self.errors_by_kind[key] = self.errors_by_kind.get(key, 0) + 1
+        self.errors_by_kind[key] += 1
         return kind
 
     def _collect(self, env_name: str, label: str, fut: Future[list[float]]) -> list[float] | None:

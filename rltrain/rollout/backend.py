@@ -14,6 +14,9 @@ class RolloutBackend(Protocol):
     """Samples groups of completions from the base model with the current LoRA adapter applied."""
 
     name: str
+    timings: dict[str, float]  # the last call's engine timings (startup_s, generate_s, ...), for metrics
+    collective: bool  # sampling is a collective: every rank must call generate (and evaluate) together
+    reads_live_weights: bool  # samples the trainer's own model: no adapter files to hand over
 
     def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
         """Sample `n` completions for each prompt (token ids); one Group per prompt, in order."""

@@ -17,6 +17,7 @@ def decode_loop(
     pick: Pick,
     stop: Tensor,
     max_tokens: int,
+    *,
     all_done: Callable[[bool], bool] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Sample up to `max_tokens` from the prompt's last logits [B, V].

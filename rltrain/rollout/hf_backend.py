@@ -42,6 +42,7 @@ class HFBackend:
         decode: Callable[[list[int]], str],
         pad_id: int,
         device: torch.device,
+        *,
         policy_model: Any | None = None,
         model_path: str | None = None,
         dtype: torch.dtype = torch.float32,
@@ -56,7 +57,7 @@ class HFBackend:
         self.device = device
         self.max_batch = max_batch
         self.version = 0
-        self._shared = policy_model is not None
+        self.reads_live_weights = policy_model is not None
         if policy_model is not None:
             self.model = policy_model
         elif model_path is not None:
@@ -73,7 +74,7 @@ class HFBackend:
 
     def load_adapter(self, path: Path | None, version: int) -> None:
         self.version = version
-        if self._shared:
+        if self.reads_live_weights:
             return  # the live trainer model already holds the new weights
         from peft import PeftModel
 
@@ -170,7 +171,7 @@ class HFBackend:
             state["past"] = out.past_key_values
             return out.logits[:, -1, :]
 
-        return decode_loop(out.logits[:, -1, :], step, pick, stop, max_tokens, self.all_done)
+        return decode_loop(out.logits[:, -1, :], step, pick, stop, max_tokens, all_done=self.all_done)
 
     def _pick(self, logits: Tensor, sp: SamplingParams, u: Tensor) -> tuple[Tensor, Tensor]:
         if sp.temperature == 0.0:

@@ -31,6 +31,8 @@ class VLLMBackend:
     """The `RolloutBackend` on a vLLM engine (see rltrain/rollout/backend.py for the contract)."""
 
     name = "vllm"
+    collective = False  # each rank's engine samples on its own
+    reads_live_weights = False  # adapters arrive as files (load_adapter)
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 # vLLM warnings that are expected here, each harmless: the in-process engine reseeds the RNGs and locks
 # torch's thread count (both undone in protect_process_state); chunked prefill is off on CPU on purpose
-# (see _engine_kwargs; the parity tests cover it); the CPU wheel has no Triton (DESIGN.md: uninstall it);
+# (see _engine_kwargs; the parity tests cover it); the CPU wheel has no Triton (docs/vllm.md: uninstall it);
 # peft adapter dirs carry no tokenizer; restarts in one process re-register kernels. Keyed by logger,
 # because vLLM replaces its handlers when an engine starts.
 _NOISE = {

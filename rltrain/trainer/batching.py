@@ -26,7 +26,6 @@ class MicroBatch:
     mask: Tensor  # [B, T] float, loss mask (0 on padding)
     inference_logprobs: Tensor  # [B, T]
     advantages: Tensor  # [B]
-    prompt_width: int  # P
     filler: bool = False  # trains on nothing: only keeps a rank in step with the others' collectives
 
     @property
@@ -67,7 +66,7 @@ def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
     # positions count real tokens only, so a left-padded row sees the same positions as unpadded
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # [B, P + T]
     advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
-    return MicroBatch(input_ids, attention, positions, completion, mask, inf_lp, advantages, p)
+    return MicroBatch(input_ids, attention, positions, completion, mask, inf_lp, advantages)
 
 
 def micro_batches(samples: Sequence[Sample], size: int, pad_id: int) -> list[MicroBatch]:

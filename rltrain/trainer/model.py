@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from transformers import (
     AutoTokenizer,
     GenerationConfig,
     PreTrainedTokenizerBase,
+    get_scheduler,
 )
 
 from rltrain.config import Config, FsdpConfig
@@ -43,7 +43,7 @@ class Policy:
     model: Any  # peft.PeftModel
     tokenizer: PreTrainedTokenizerBase
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
     dtype: torch.dtype
 
@@ -120,20 +120,11 @@ def _lora_config(cfg: Config, model_type: str) -> PeftLoraConfig:
     )
 
 
-def _schedule(cfg: Config) -> Any:
-    warm, total, kind = cfg.algorithm.warmup_steps, cfg.max_steps, cfg.algorithm.lr_schedule
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, total - warm)
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return factor
+def _scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> Any:
+    """transformers' schedules: linear warmup over `warmup_steps`, then constant, linear or cosine decay."""
+    kind, warm = cfg.algorithm.lr_schedule, cfg.algorithm.warmup_steps
+    name = "constant_with_warmup" if kind == "constant" else kind
+    return get_scheduler(name, optimizer, num_warmup_steps=warm, num_training_steps=cfg.max_steps)
 
 
 def _load_base(model_path: str, dtype: torch.dtype, on_meta: bool) -> Any:
@@ -186,5 +177,4 @@ def load_policy(
     optimizer = torch.optim.AdamW(
         params, lr=cfg.learning_rate, weight_decay=cfg.algorithm.weight_decay, fused=True
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
-    return Policy(model, tokenizer, optimizer, scheduler, device, dtype)
+    return Policy(model, tokenizer, optimizer, _scheduler(cfg, optimizer), device, dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -12,11 +12,53 @@ from torch import Tensor
 
 from rltrain.algo.logprobs import entropy, token_logprobs
 from rltrain.algo.loss import LossConfig, LossInputs, LossNorm, policy_loss
+from rltrain.config import Config
 from rltrain.distributed import Dist
 from rltrain.trainer.batching import MicroBatch, micro_batches
 from rltrain.trainer.fsdp import full
 from rltrain.trainer.model import Policy
 from rltrain.types import Sample
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What one optimizer step needs besides the samples."""
+
+    loss: LossConfig
+    micro_batch_size: int  # sequences per forward/backward
+    max_tokens: int  # the sampling budget (dr_grpo's normaliser)
+    temperature: float  # the sampler's: logprobs are of logits / temperature
+    max_grad_norm: float
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> TrainSettings:
+        a = cfg.algorithm
+        loss = LossConfig(
+            variant=a.variant,
+            eps_low=a.clip_eps_low,
+            eps_high=a.eps_high,
+            kl_coef=a.kl_coef,
+            mismatch_mode=a.mismatch.mode,
+            mismatch_cap=a.mismatch.cap,
+        )
+        temp = cfg.sampling.temperature
+        return cls(
+            loss, a.micro_batch_size, cfg.sampling.max_tokens, temp if temp > 0 else 1.0, a.max_grad_norm
+        )
+
+
+class NonFiniteUpdates:
+    """Counts skipped (non-finite) updates; `limit` in a row fails the run."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.total, self.in_a_row = limit, 0, 0
+
+    def observe(self, train_metrics: dict[str, float]) -> None:
+        skipped = bool(train_metrics.get("skipped_update"))
+        self.total += skipped
+        self.in_a_row = self.in_a_row + 1 if skipped else 0
+        if self.in_a_row >= self.limit:
+            raise FloatingPointError(f"{self.limit} consecutive updates skipped: loss or gradient not finite")
 
 
 def completion_logits(model: Any, mb: MicroBatch) -> Tensor:
@@ -94,12 +136,7 @@ def _filler(pad_id: int) -> MicroBatch:
 
 
 def _accumulate(
-    policy: Policy,
-    batches: Sequence[MicroBatch],
-    cfg: LossConfig,
-    norm: LossNorm,
-    temp: float,
-    micro_batch_size: int,
+    policy: Policy, batches: Sequence[MicroBatch], settings: TrainSettings, norm: LossNorm
 ) -> tuple[dict[str, float], list[torch.Tensor]]:
     """Per micro-batch forward/backward; gradients summed in float64 so that the grouping of the sum
     (one process, or partial sums per rank) does not change the float32 result."""
@@ -108,12 +145,12 @@ def _accumulate(
     grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     for mb in batches:
         try:
-            stats = _micro_step(policy, mb.to(policy.device), cfg, norm, temp)
+            stats = _micro_step(policy, mb.to(policy.device), settings.loss, norm, settings.temperature)
         except torch.OutOfMemoryError:
             raise RuntimeError(
                 f"out of memory in a micro-batch of {mb.input_ids.shape[0]} sequences x "
-                f"{mb.input_ids.shape[1]} tokens: lower algorithm.micro_batch_size (now {micro_batch_size}) "
-                f"or sampling.max_tokens (now {norm.max_tokens})"
+                f"{mb.input_ids.shape[1]} tokens: lower algorithm.micro_batch_size (now "
+                f"{settings.micro_batch_size}) or sampling.max_tokens (now {settings.max_tokens})"
             ) from None
         for g, p in zip(grads, params, strict=True):
             if p.grad is not None:
@@ -142,29 +179,21 @@ def _reduce(
 
 
 def train_step(
-    policy: Policy,
-    samples: Sequence[Sample],
-    cfg: LossConfig,
-    micro_batch_size: int,
-    max_tokens: int,
-    temperature: float,
-    max_grad_norm: float,
-    dist: Dist | None = None,
+    policy: Policy, samples: Sequence[Sample], settings: TrainSettings, dist: Dist | None = None
 ) -> dict[str, float]:
     """Accumulate gradients over micro-batches (and ranks), clip, step. Non-finite loss or gradient: skip."""
     dist = dist or Dist()
-    temp = temperature if temperature > 0 else 1.0
     counts = torch.tensor([len(samples), sum(sum(s.loss_mask) for s in samples)], dtype=torch.float64)
     dist.all_reduce_sum([counts])  # the loss is normalised over the global batch
-    norm = LossNorm(num_sequences=int(counts[0]), num_tokens=int(counts[1]), max_tokens=max_tokens)
+    norm = LossNorm(num_sequences=int(counts[0]), num_tokens=int(counts[1]), max_tokens=settings.max_tokens)
     policy.optimizer.zero_grad(set_to_none=True)
     pad_id = policy.tokenizer.pad_token_id
-    batches = micro_batches(samples, micro_batch_size, pad_id)
+    batches = micro_batches(samples, settings.micro_batch_size, pad_id)
     if policy.sharded:  # every forward/backward is a collective: all ranks run as many
         batches += [_filler(pad_id)] * (max(dist.all_gather(len(batches))) - len(batches))
-    totals = _reduce(policy, *_accumulate(policy, batches, cfg, norm, temp, micro_batch_size), dist)
+    totals = _reduce(policy, *_accumulate(policy, batches, settings, norm), dist)
     params = policy.trainable_parameters()
-    grad_norm = float(full(torch.nn.utils.clip_grad_norm_(params, max_grad_norm)))
+    grad_norm = float(full(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)))
     skipped = not (math.isfinite(totals["loss"]) and math.isfinite(grad_norm))
     lr = float(policy.scheduler.get_last_lr()[0])
     if skipped:

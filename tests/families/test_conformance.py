@@ -16,18 +16,36 @@ from typing import Any
 import pytest
 import torch
 
-from rltrain.adapters import export_adapter, key_renames, landing_probe, unmatched_adapter_modules
+from rltrain.adapters import ADAPTER_FILE, PEFT_PREFIX, export_adapter, key_renames, landing_probe
 from rltrain.config import Config, parse_config
-from rltrain.families import SUPPORT, backend_for, checkpoint_model_type, cpu_vllm_blocker
+from rltrain.families import SUPPORT, backend_for, checkpoint_model_type
 from rltrain.models import resolve_model_path
-from rltrain.run import loss_config
 from rltrain.trainer.model import Policy, load_policy
-from rltrain.trainer.step import sequence_logprobs, train_step
+from rltrain.trainer.step import TrainSettings, sequence_logprobs, train_step
 from rltrain.types import Sample, SamplingParams
 
 FAMILIES = ["llama", "qwen3_5", "qwen3_5_moe", "gpt_oss", "nemotron_h"]
 TOLERANCE = {"float32": 1e-3, "bfloat16": 0.05}  # mean |logprob difference| (docs/vllm.md)
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def unmatched_adapter_modules(adapter_dir: Path, model_dir: Path) -> list[str]:
+    """Adapter modules that name no weight of the checkpoint (the ones vLLM would silently drop)."""
+    from safetensors import safe_open
+
+    def names(file: Path) -> list[str]:
+        with safe_open(str(file), framework="pt") as f:
+            return list(f.keys())
+
+    # transformers and vLLM load Nemotron-H's `backbone.` as `model.`
+    weights = [
+        w.replace("backbone.", "model.", 1) for f in sorted(model_dir.glob("*.safetensors")) for w in names(f)
+    ]
+    modules = {
+        key.removeprefix(PEFT_PREFIX).split(".lora_")[0].replace(".base_layer", "")
+        for key in names(adapter_dir / ADAPTER_FILE)
+    }
+    return sorted(m for m in modules if not any(w.startswith(m + ".") for w in weights))
 
 
 def family_config(family: str) -> Config:
@@ -64,7 +82,7 @@ def _samples(policy: Policy) -> list[Sample]:
 
 
 def _step(policy: Policy, cfg: Config, samples: list[Sample]) -> dict[str, float]:
-    return train_step(policy, samples, loss_config(cfg), 8, 16, 1.0, 1.0)
+    return train_step(policy, samples, TrainSettings.from_config(cfg))
 
 
 @functools.cache
@@ -142,7 +160,7 @@ def test_exported_adapter_matches_checkpoint_and_trainer(family: str, tmp_path: 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_backend_choice_falls_back_on_cpu_only(family: str) -> None:
     path = resolve_model_path(f"builtin:tiny-{family}")
-    blocker = cpu_vllm_blocker(SUPPORT[family])
+    blocker = SUPPORT[family].cpu_vllm_blocker
     assert backend_for(path, "hf", "cpu") == ("hf", None)
     if not HAS_VLLM:
         assert backend_for(path, "auto", "cpu") == ("hf", None)
@@ -172,13 +190,13 @@ def _servable() -> list[Any]:
     """The families vLLM-CPU serves here (measured: llama), as backend_for decides."""
     if not HAS_VLLM:
         return [pytest.param("none", marks=pytest.mark.skip(reason="vllm is not installed"))]
-    return [f for f in FAMILIES if cpu_vllm_blocker(SUPPORT[f]) is None]
+    return [f for f in FAMILIES if SUPPORT[f].cpu_vllm_blocker is None]
 
 
 @pytest.mark.vllm
 @pytest.mark.parametrize("family", _servable())
 def test_vllm_serves_the_trained_adapter(family: str, tmp_path: Path) -> None:
-    from rltrain.rollout.factory import AdapterNotLanded, landed_check
+    from rltrain.adapter_sync import AdapterNotLanded, landed_check
 
     policy, samples, _ = trained(family)
     path = resolve_model_path(f"builtin:tiny-{family}")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rltrain.adapters import export_adapter, key_renames, landing_probe
-from rltrain.families import SUPPORT, family_of
-from rltrain.models import REGISTRY, builtin_family, default_targets, find_spec, format_table
+from rltrain.families import SUPPORT, family_of, format_table
+from rltrain.models import REGISTRY, builtin_family, default_targets, find_spec
 
 SPEC_MODELS = {
     "Qwen/Qwen3.5-0.8B", "Qwen/Qwen3.5-2B", "Qwen/Qwen3.5-4B", "Qwen/Qwen3.5-9B",
@@ -20,13 +20,17 @@ SPEC_MODELS = {
 }  # fmt: skip
 
 
+MOE_FAMILIES = {"qwen3_5_moe", "gpt_oss", "nemotron_h"}
+
+
 def test_registry_covers_the_spec() -> None:
     assert {s.hub_id for s in REGISTRY.values()} == SPEC_MODELS
     for spec in REGISTRY.values():
         assert spec.family in SUPPORT, spec.name
-        modules, params = spec.lora_targets
+        modules, params = default_targets(spec.family)
         assert modules and modules != "all-linear", spec.name
-        assert bool(params) == spec.moe, spec.name  # MoE experts are fused parameters: target_parameters
+        # MoE experts are fused parameters: target_parameters
+        assert bool(params) == (spec.family in MOE_FAMILIES), spec.name
         assert find_spec(spec.hub_id.upper()) is spec
     assert REGISTRY["qwen3.5-9b"].chat_template_kwargs == {"enable_thinking": False}
     assert REGISTRY["gpt-oss-20b"].chat_format.startswith("harmony")

@@ -22,13 +22,13 @@ from tests.test_distributed import LAUNCH
 
 WORKER = """
 import json, sys
+from dataclasses import replace
 import torch
 from rltrain.config import FsdpConfig, parse_config
 from rltrain.distributed import Dist
 from rltrain.models import resolve_model_path
-from rltrain.run import loss_config
 from rltrain.trainer.model import load_policy
-from rltrain.trainer.step import train_step
+from rltrain.trainer.step import TrainSettings, train_step
 from rltrain.types import Sample
 
 out, sharded, keep = sys.argv[1], sys.argv[2] != "one", sys.argv[2] == "keep"
@@ -50,13 +50,13 @@ mine = (samples[:3] if dist.rank == 0 else samples[3:]) if sharded else samples
 for p in policy.trainable_parameters():  # B = 0 at init: move it so that A gets a gradient too
     with torch.no_grad():
         p.add_(0.01)
-stats = train_step(policy, mine, loss_config(cfg), 1, 16, 1.0, 1.0, dist=dist)
+settings = replace(TrainSettings.from_config(cfg), micro_batch_size=1)
+stats = train_step(policy, mine, settings, dist=dist)
 weights = [w.sum().item() for w in policy.full_trainable()]
 if dist.is_main:
     json.dump({"stats": stats, "weights": weights, "sharded": policy.sharded}, open(out, "w"))
 dist.close()
 """
-
 
 
 def _run(args: list[str]) -> None:

@@ -1,0 +1,109 @@
+"""Groups -> scored Samples: advantages, records, filters, errors, and each rank's share.
+
+The backend here is a scripted stand-in (fixed completions), so that the bookkeeping is checked
+against hand-computed numbers; the real backends are tested in test_hf_backend / test_vllm_*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from rltrain import Environment
+from rltrain.data import EnvSlot
+from rltrain.distributed import Dist
+from rltrain.envs.scoring import Scorer
+from rltrain.rollout.collect import Collector, GroupSettings
+from rltrain.types import Completion, Group, SamplingParams
+
+
+class ScriptedBackend:
+    """Completion j of every prompt is TEXTS[j] (one token per character)."""
+
+    name, timings, collective, reads_live_weights = "scripted", {}, False, False
+    TEXTS = ["11", "1a", "aa", "zz"]
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
+        self.calls.append((len(prompts), sampling.seed_offset))
+        texts = self.TEXTS[:n]
+        return [
+            Group(list(p), [Completion([ord(c) for c in t], [-1.0] * len(t), t, "stop") for t in texts])
+            for p in prompts
+        ]
+
+    def load_adapter(self, path: Path | None, version: int) -> None: ...
+    def score_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
+        return []
+
+    def sleep(self) -> None: ...
+    def wake_up(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class CharEncoder:
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        return [ord(c) for c in messages[-1]["content"]]
+
+
+def digits(completion: str) -> float:
+    return sum(c.isdigit() for c in completion) / len(completion)
+
+
+def _collector(n: int, drop: bool = False, extra: list = None) -> tuple[Collector, ScriptedBackend]:  # type: ignore[assignment]
+    env = Environment(
+        dataset=[{"question": f"q{i}"} for i in range(4)], reward_funcs=[digits, *(extra or [])]
+    )
+    backend = ScriptedBackend()
+    slots = [EnvSlot("d", env, 1.0)]
+    collector = Collector(backend, CharEncoder(), slots, Scorer(timeout_s=5), GroupSettings(n, True, drop))  # type: ignore[arg-type]
+    return collector, backend
+
+
+def test_rewards_advantages_and_records() -> None:
+    collector, _ = _collector(4)
+    rows = collector.slots[0].env.rows
+    ro = collector.collect([(0, rows[0]), (0, rows[1])], SamplingParams(8, seed=1))
+    assert [s.reward for s in ro.samples[:4]] == [1.0, 0.5, 0.0, 0.0]
+    # mean 0.375, population std sqrt(0.171875)
+    std = (((0.625**2) + (0.125**2) + 2 * (0.375**2)) / 4) ** 0.5
+    assert ro.samples[0].advantage == pytest.approx(0.625 / (std + 1e-6))
+    assert [s.group_id for s in ro.samples] == [0] * 4 + [1] * 4
+    assert ro.samples[1].completion_ids == [ord("1"), ord("a")] and ro.samples[1].loss_mask == [1, 1]
+    assert ro.records[1] == {
+        "group": 0, "env": "d", "completion": "1a", "reward": 0.5, "advantage": ro.samples[1].advantage,
+        "parts": {"digits": 0.5}, "finish": "stop", "prompt_tokens": 2, "completion_tokens": 2,
+    }  # fmt: skip
+
+
+def test_zero_advantage_groups_are_filtered_but_recorded() -> None:
+    collector, _ = _collector(1, drop=True)  # one completion per group: no spread, no signal
+    rows = collector.slots[0].env.rows
+    ro = collector.collect([(0, rows[0]), (0, rows[1])], SamplingParams(8))
+    assert ro.samples == [] and ro.filtered_groups == 2 and len(ro.records) == 2
+
+
+def test_scoring_errors_are_counted_per_environment() -> None:
+    def broken(completion: str) -> float:
+        raise RuntimeError("judge down")
+
+    collector, _ = _collector(2, extra=[broken])
+    ro = collector.collect([(0, collector.slots[0].env.rows[0])], SamplingParams(8))
+    assert ro.errored == {"d": 2} and [s.reward for s in ro.samples] == [0.0, 0.0]
+
+
+def test_a_rank_samples_its_contiguous_share_with_global_seeds() -> None:
+    collector, backend = _collector(2)
+    rows = collector.slots[0].env.rows
+    batch = [(0, r) for r in rows]
+    dist = Dist()
+    dist.rank, dist.world = 1, 2  # as rank 1 of 2 would see it (no collective runs with all_gather mocked)
+    dist.all_gather = lambda obj: [obj, obj]  # type: ignore[method-assign]
+    out = collector.collect_share(batch, SamplingParams(8, seed=3), dist)
+    assert backend.calls == [(2, 2)]  # prompts 2 and 3, seeded as global prompts 2 and 3
+    assert [s.group_id for s in out.mine.samples] == [2, 2, 3, 3]
+    assert out.metrics["reward_mean"] == pytest.approx(0.75) and len(out.records) == 8
