@@ -36,7 +36,17 @@ import torch  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGET_TOK_S = 20_000
-PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "H800": 989.4, "A100": 312.0}
+# dense bf16 by the exact card (datasheets): the NVL and PCIe parts run lower clocks than SXM. Checked in
+# order: the first entry whose words all appear in torch's device name wins, so variants come first.
+PEAK_BF16_TFLOPS = {
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.5,
+    "H200 NVL": 835.5,
+    "H100": 989.4,  # SXM: "NVIDIA H100 80GB HBM3"
+    "H200": 989.4,  # SXM: "NVIDIA H200"
+    "H800": 989.4,
+    "A100": 312.0,
+}
 # Qwen3-0.6B's config.json; only the shape matters for throughput.
 QWEN3_06B = dict(
     vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
@@ -51,13 +61,14 @@ TINY |= dict(rollouts=[(2, 4, 16), (2, 8, 32)], prompt_len=16, budget_s=50.0)
 
 
 def import_rltrain() -> bool:
-    """rltrain.trainer.model imports rltrain.config (pydantic, tomllib), which the GPU image may lack; the
-    trainer path uses `Config` only in annotations, so a stand-in will do. True when it was needed."""
+    """rltrain.trainer imports rltrain.config (pydantic), which the GPU image may lack (gpu_check.sh carries
+    it as a wheel). The trainer path this script drives uses config classes only in annotations, so without
+    pydantic a stand-in that answers every name will do. True when it was needed."""
     try:
         return importlib.import_module("rltrain.config") is None
     except ImportError:
         stub = types.ModuleType("rltrain.config")
-        stub.Config = stub.RolloutConfig = Any  # type: ignore[attr-defined]
+        stub.__getattr__ = lambda name: Any  # type: ignore[method-assign]  # any class the trainer names
         sys.modules["rltrain.config"] = stub
         return True
 
@@ -105,10 +116,22 @@ def param_counts(model: Any, cfg: Any) -> dict[str, int]:
     return dict(total=total, base_linear=lin, lora=lora, vocab=cfg.vocab_size, hidden=cfg.hidden_size)
 
 
-def mem_gib(device: torch.device, reset: bool = False) -> float | None:
-    if device.type == "cuda" and reset:
+def sync(device: torch.device) -> None:
+    """Wait for queued kernels: a timer read without this measures the launch, not the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def mem_gib(device: torch.device, reset: bool = False) -> dict[str, float | None]:
+    """Peak allocated (tensors) and reserved (the caching allocator's hold: what the card must have)."""
+    if device.type != "cuda":
+        return {"peak_mem_gib": None, "peak_reserved_gib": None}
+    if reset:
         torch.cuda.reset_peak_memory_stats(device)
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {
+        "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30,
+    }
 
 
 def guarded(fn: Any, *args: Any) -> dict[str, Any]:
@@ -137,11 +160,13 @@ def time_train(policy: Any, samples: list[Any], mbs: int, completion: int, steps
     from rltrain.trainer.step import TrainSettings, train_step
 
     settings = TrainSettings(LossConfig(), mbs, completion, 1.0, 1.0)
-    times, start = [], time.perf_counter()
+    times = []
     for _ in range(steps + 1):  # the first step is warm-up (allocator, kernels)
-        train_step(policy, samples, settings)  # its float(loss) syncs the GPU
-        times.append(time.perf_counter() - start)
+        sync(policy.device)
         start = time.perf_counter()
+        train_step(policy, samples, settings)
+        sync(policy.device)
+        times.append(time.perf_counter() - start)
     return {"step_s": statistics.median(times[1:])}
 
 
@@ -155,7 +180,7 @@ def bench_trainer(ctx: dict[str, Any], seq: int) -> dict[str, Any]:
             continue
         mem_gib(ctx["device"], reset=True)
         row = guarded(time_train, ctx["policy"], samples, mbs, seq - prompt, ctx["steps"])
-        tried.append({"micro_batch_size": mbs, **row, "peak_mem_gib": mem_gib(ctx["device"])})
+        tried.append({"micro_batch_size": mbs, **row, **mem_gib(ctx["device"])})
         if "out of memory" in row.get("error", ""):
             break  # larger micro-batches will not fit either
     out: dict[str, Any] = {"seq_len": seq, "prompt_len": prompt, "samples_per_step": count, "tried": tried}
@@ -163,14 +188,16 @@ def bench_trainer(ctx: dict[str, Any], seq: int) -> dict[str, Any]:
     if not ok:
         return out | {"error": "no micro-batch size ran"}
     best = min(ok, key=lambda r: r["step_s"])
-    tok_s = count * seq / best["step_s"]
+    tok_s = count * seq / best["step_s"]  # every token through forward and backward
+    loss_tok_s = count * (seq - prompt) / best["step_s"]  # the completion tokens the loss is taken on
     c, cfg = ctx["counts"], ctx["cfg"]  # FLOPs per trained token: the formula in the module docstring
     attn = 6 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * seq
     head = 4 * c["vocab"] * c["hidden"] * (seq - prompt) / seq
     flops = (4 * c["base_linear"] + 6 * c["lora"] + attn + head) * tok_s
     peak = ctx["peak"] * 1e12 if ctx["peak"] else None
-    out |= {k: best[k] for k in ("micro_batch_size", "step_s", "peak_mem_gib")}
-    out |= {"trained_tok_s": tok_s, "tflops": flops / 1e12, "mfu": flops / peak if peak else None}
+    out |= {k: best[k] for k in ("micro_batch_size", "step_s", "peak_mem_gib", "peak_reserved_gib")}
+    out |= {"trained_tok_s": tok_s, "loss_tok_s": loss_tok_s}
+    out |= {"tflops": flops / 1e12, "mfu": flops / peak if peak else None}
     out["mfu_6n"] = 6 * ctx["counts"]["total"] * tok_s / peak if peak else None
     return out
 
@@ -215,10 +242,9 @@ def timed_rollout(ctx: dict, backend: Any, prompts: list[list[int]], group: int,
 
     time_once(backend, prompts[:1], 2, 4, seed=0)  # warm-up
     mem_gib(ctx["device"], reset=True)
+    sync(ctx["device"])
     seconds, _, made = time_once(backend, prompts, group, tokens, seed=0)  # exact lengths: EOS ignored
-    return dict(
-        seconds=seconds, tok_s=made / seconds, output_tokens=made, peak_mem_gib=mem_gib(ctx["device"])
-    )
+    return dict(seconds=seconds, tok_s=made / seconds, output_tokens=made, **mem_gib(ctx["device"]))
 
 
 def make_report(tiny: bool, plan: dict, ctx: dict, trainer: list[dict], rollout: list[dict]) -> dict:
@@ -237,8 +263,18 @@ def make_report(tiny: bool, plan: dict, ctx: dict, trainer: list[dict], rollout:
 def print_tables(report: dict[str, Any]) -> None:
     dev, t = report["device"], report["target"]
     print(f"device: {dev['name']} (peak bf16 {dev['peak_bf16_tflops']} TFLOP/s), torch {dev['torch']}")
-    trainer = ("seq_len", "micro_batch_size", "step_s", "trained_tok_s", "tflops", "mfu", "peak_mem_gib")
-    rollout = ("backend", "prompts", "group", "max_tokens", "seconds", "tok_s", "peak_mem_gib")
+    trainer = ("seq_len", "micro_batch_size", "step_s", "trained_tok_s", "loss_tok_s", "tflops", "mfu")
+    trainer += ("peak_mem_gib", "peak_reserved_gib")
+    rollout = (
+        "backend",
+        "prompts",
+        "group",
+        "max_tokens",
+        "seconds",
+        "tok_s",
+        "peak_mem_gib",
+        "peak_reserved_gib",
+    )
     for table, keys in (("trainer", trainer), ("rollout", rollout)):
         print(f"{table}:", "  ".join(keys))
         for r in report[table]:
@@ -278,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg = build_model(args.tiny, device, saved)
         name, peak = peak_tflops(device)
         ctx = dict(plan, device=device, cfg=cfg, counts=param_counts(model, cfg), peak=peak, name=name)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        # fused, as rltrain's own optimizer (rltrain/trainer/model.py)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
         pad = SimpleNamespace(pad_token_id=0)  # all the trainer needs of a tokenizer
         ctx["policy"] = Policy(model, pad, opt, sched, device, next(model.parameters()).dtype)  # type: ignore[arg-type]
@@ -293,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(report)
     args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {args.out} ({report['elapsed_s']} s)")
-    return 0
+    errors = [r for r in trainer + rollout if "error" in r]
+    if errors:
+        print(f"bench_gpu: {len(errors)} row(s) failed: {[r['error'] for r in errors]}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

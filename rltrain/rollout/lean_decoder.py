@@ -23,15 +23,19 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 
 def _merged(module: Any) -> Tensor:
-    """A linear layer's weight with its (single, active) LoRA delta merged in."""
+    """A linear layer's weight with its (single, active) LoRA delta merged in, in the base weight's dtype.
+
+    peft keeps LoRA factors in fp32 next to a bf16 base: the delta is summed in fp32, then rounded once.
+    """
     if not hasattr(module, "lora_A"):
         return module.weight
-    w = module.base_layer.weight
+    base = module.base_layer.weight
+    w = base.float()
     for name in module.active_adapters:
         if name in module.lora_A:
-            delta = module.lora_B[name].weight @ module.lora_A[name].weight  # [out, in]
+            delta = module.lora_B[name].weight.float() @ module.lora_A[name].weight.float()  # [out, in]
             w = w + delta * module.scaling[name]
-    return w
+    return w.to(base.dtype)
 
 
 def lean_supported(model: Any) -> bool:
@@ -93,7 +97,9 @@ class LeanDecoder:
             )
 
     def _rms(self, x: Tensor, w: Tensor) -> Tensor:
-        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+        # statistics in fp32, as transformers' RMSNorm: a bf16 mean of squares loses the small ones
+        h = x.float()
+        return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
     @staticmethod
     def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # x [B, h, T, d]
@@ -111,7 +117,8 @@ class LeanDecoder:
         x = self.embed[ids]  # [B, T, H]
         freqs = pos[..., None].float() * self.inv_freq
         emb = torch.cat((freqs, freqs), -1)[:, None]  # [B, 1, T, d]
-        cos, sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
+        # computed in fp32, applied in the model's dtype (as transformers' rotary embedding does)
+        cos, sin = (emb.cos() * self.rope_scale).to(x.dtype), (emb.sin() * self.rope_scale).to(x.dtype)
         nq, nk, end = self.nh * self.hd, self.nkv * self.hd, start + t
         for layer, (kc, vc) in zip(self.layers, cache, strict=True):
             h = self._rms(x, layer["ln1"])

@@ -48,7 +48,7 @@ def unmatched_adapter_modules(adapter_dir: Path, model_dir: Path) -> list[str]:
     return sorted(m for m in modules if not any(w.startswith(m + ".") for w in weights))
 
 
-def family_config(family: str) -> Config:
+def family_config(family: str, dtype: str = "float32") -> Config:
     return parse_config(
         {
             "model": f"builtin:tiny-{family}",
@@ -58,7 +58,7 @@ def family_config(family: str) -> Config:
             "learning_rate": 1e-2,
             "env": [{"id": "digits"}],
             "lora": {"rank": 8},
-            "run": {"seed": 0},
+            "run": {"seed": 0, "dtype": dtype},
         }
     )
 
@@ -86,12 +86,12 @@ def _step(policy: Policy, cfg: Config, samples: list[Sample]) -> dict[str, float
 
 
 @functools.cache
-def trained(family: str) -> tuple[Policy, list[Sample], dict[str, dict[str, float]]]:
+def trained(family: str, dtype: str = "float32") -> tuple[Policy, list[Sample], dict[str, dict[str, float]]]:
     """The family's policy after two GRPO steps (B is zero before the first, so A only moves on the second).
 
     Returns the policy, the samples, and per LoRA layer the gradient norms of A and B after step 2.
     """
-    cfg = family_config(family)
+    cfg = family_config(family, dtype)
     policy = load_policy(cfg, resolve_model_path(cfg.model))
     samples = _samples(policy)
     _step(policy, cfg, samples)
@@ -113,9 +113,11 @@ def _mean_abs(a: list[float], b: list[float]) -> float:
     return float(torch.tensor(a).sub(torch.tensor(b)).abs().mean())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_grpo_step_reaches_every_lora_target(family: str) -> None:
-    policy, _, grads = trained(family)
+def test_grpo_step_reaches_every_lora_target(family: str, dtype: str) -> None:
+    policy, _, grads = trained(family, dtype)
+    assert policy.dtype == getattr(torch, dtype)
     peft_config = policy.model.peft_config["default"]
     targets = {key.split(":")[1] for key in grads}
     params = {p.rsplit(".", 1)[-1] for p in peft_config.target_parameters or []}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import torch
 
 from rltrain.config import parse_config
 from rltrain.rollout.hf_backend import HFBackend
@@ -15,18 +16,14 @@ from rltrain.types import Sample, SamplingParams
 STOP = 2  # <|im_end|> in the tiny tokenizer
 
 
+def _policy(tiny_model: str, dtype: str = "auto") -> Policy:
+    cfg = {"model": "builtin:tiny", "max_steps": 1, "batch_size": 8, "rollouts_per_example": 8}
+    return load_policy(parse_config(cfg | {"env": [{"id": "digits"}], "run": {"dtype": dtype}}), tiny_model)
+
+
 @pytest.fixture(scope="module")
 def policy(tiny_model: str) -> Policy:
-    cfg = parse_config(
-        {
-            "model": "builtin:tiny",
-            "max_steps": 1,
-            "batch_size": 8,
-            "rollouts_per_example": 8,
-            "env": [{"id": "digits"}],
-        }
-    )
-    return load_policy(cfg, tiny_model)
+    return _policy(tiny_model)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +95,43 @@ def test_greedy_and_top_k_one_agree(policy: Policy, backend: HFBackend) -> None:
     greedy = backend.generate(prompts, 2, SamplingParams(max_tokens=8, temperature=0.0))[0]
     top1 = backend.generate(prompts, 2, SamplingParams(max_tokens=8, top_k=1, seed=1))[0]
     assert greedy.completions[0].token_ids == greedy.completions[1].token_ids == top1.completions[0].token_ids
+
+
+@pytest.fixture(scope="module")
+def bf16_policy(tiny_model: str) -> Policy:
+    """The tiny model in bf16 (as on a GPU) with a LoRA adapter that moves it (B != 0)."""
+    policy = _policy(tiny_model, "bfloat16")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return policy
+
+
+def test_bf16_lean_decoder_matches_transformers_and_the_trainer(bf16_policy: Policy) -> None:
+    policy = bf16_policy
+    assert policy.dtype == torch.bfloat16
+    lean = HFBackend(lambda ids: "", 0, policy.device, policy_model=policy.model)
+    slow = HFBackend(lambda ids: "", 0, policy.device, policy_model=policy.model, lean=False)
+    assert lean.lean and not slow.lean
+    greedy = SamplingParams(max_tokens=8, temperature=0.0)
+    first = [
+        [c.token_ids[:3] for c in b.generate(_prompts(policy), 1, greedy)[0].completions]
+        for b in (lean, slow)
+    ]
+    assert first[0] == first[1]  # later tokens may flip on a bf16 near-tie
+    sp = SamplingParams(max_tokens=12, stop_token_ids=(STOP,), seed=7)
+    for backend_groups in (lean.generate(_prompts(policy), 4, sp), slow.generate(_prompts(policy), 4, sp)):
+        samples = [
+            Sample(g.prompt_ids, c.token_ids, c.logprobs, [1] * len(c.token_ids), 0.0, 0.0)
+            for g in backend_groups
+            for c in g.completions
+        ]
+        mine = sequence_logprobs(policy, samples, temperature=1.0)
+        diffs = [
+            abs(x - y)
+            for s, m in zip(samples, mine, strict=True)
+            for x, y in zip(s.inference_logprobs, m, strict=True)
+        ]
+        assert sum(diffs) / len(diffs) < 0.05  # bf16 noise, the landed check's bf16 tolerance
