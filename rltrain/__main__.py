@@ -201,7 +201,7 @@ def cmd_eval(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="rltrain: %(message)s")
-    for noisy in ("httpx", "urllib3", "vllm"):
+    for noisy in ("httpx", "urllib3", "vllm", "verifiers", "aiohttp.access", "mcp", "renderers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if argv and argv[0] in COMMANDS:
         handlers = {"init": cmd_init, "runs": cmd_runs, "envs": cmd_envs, "models": cmd_models}

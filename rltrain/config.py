@@ -39,14 +39,56 @@ class SamplingConfig(_Model):
 
 
 class EnvConfig(_Model):
-    id: str = Field(min_length=1, examples=["digits"])
-    """Built-in name, installed module, Hub slug owner/name, or path/to/env.py."""
+    id: str | None = Field(None, min_length=1, examples=["digits"])
+    """Built-in name, installed module, Hub slug owner/name, or path/to/env.py (verifiers: the env id)."""
     args: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for the module's load_environment(**args)."""
     name: str | None = Field(None, examples=["my-env"])
-    """Label in metrics and records (default: the id)."""
+    """Label in metrics and records (default: the id, a file's stem, or the taskset id)."""
     ratio: float = Field(1.0, gt=0.0)
     """Share of prompts when several [[env]] train together."""
+    taskset: dict[str, Any] | None = Field(None, examples=[{"id": "alphabet-sort-v1"}])
+    """verifiers 0.4: the taskset ({id, ...its config}); makes this entry a verifiers environment."""
+    harness: dict[str, Any] | None = Field(None, examples=[{"id": "null"}])
+    """verifiers: the harness (Prime template shape; read as agent.harness). Default: null."""
+    agent: dict[str, Any] | None = Field(None, examples=[{"max_turns": 4}])
+    """verifiers 0.4: the agent (harness, runtime, max_turns, sampling); runtime defaults to subprocess."""
+    verifiers: dict[str, Any] = Field(default_factory=dict)
+    """verifiers 0.4: any other env-config key (timeout, retries, interception, ...)."""
+    renderer: str | dict[str, Any] | None = Field(None, examples=["qwen3"])
+    """verifiers: how its client renders chat to tokens (unset = its auto choice; `qwen3` for tools)."""
+    allow_bash: bool = False
+    """verifiers: allow the bash harness, which runs the model's shell commands on this machine."""
+    path: str | None = Field(None, examples=["environments/my_tasksets"])
+    """A directory put on the import path of the run and its subprocesses (relative: to the cwd)."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EnvConfig:
+        if self.id is None and self.taskset is None:
+            raise ValueError("an [[env]] entry needs an id (or a verifiers taskset = {id = ...})")
+        if self.taskset is not None and not isinstance(self.taskset.get("id"), str):
+            raise ValueError("taskset needs an id (the taskset's module, e.g. alphabet-sort-v1)")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The environment's name in metrics and records: `name`, else a file's stem, else the id."""
+        if self.name:
+            return self.name
+        if self.taskset is not None and self.id is None:
+            return str(self.taskset["id"])
+        assert self.id is not None
+        return Path(self.id).stem if self.id.endswith(".py") else self.id
+
+    def verifiers_config(self) -> dict[str, Any]:
+        """The verifiers env config this entry describes (rltrain's own keys left out)."""
+        raw: dict[str, Any] = {**self.verifiers, "taskset": self.taskset}
+        for key in ("harness", "agent"):
+            if getattr(self, key) is not None:
+                raw[key] = getattr(self, key)
+        if self.id is not None:
+            raw["id"] = self.id
+        return raw
 
 
 class EvalConfig(_Model):
@@ -171,14 +213,20 @@ class RolloutConfig(_Model):
 
 
 class ScoringConfig(_Model):
-    """How reward functions run: each call in a worker thread, with a timeout."""
+    """How environment code runs: reward functions, env_response and tools, in worker processes."""
 
     timeout_s: float = Field(60.0, gt=0.0)
-    """Seconds a reward call may take before it scores error_reward."""
+    """Seconds a reward call may take before it scores error_reward (its worker is killed)."""
     error_reward: float = 0.0
-    """The reward of a completion whose scoring raised, hung or gave NaN."""
-    workers: int = Field(8, gt=0)
-    """Reward calls run at once."""
+    """The reward of a completion whose scoring raised, hung, crashed or gave NaN, or whose episode failed."""
+    workers: int | None = Field(None, gt=0, examples=[8])
+    """Worker processes running environment code at once (unset = the CPU count, 2 to 8)."""
+    memory_limit_mb: int = Field(4096, ge=0)
+    """Address-space limit per worker process; a call past it fails, its worker is replaced (0 = none)."""
+    turn_timeout_s: float = Field(60.0, gt=0.0)
+    """Seconds one env_response or tool call may take (a tool's timeout becomes an error message)."""
+    episode_timeout_s: float = Field(600.0, gt=0.0)
+    """Seconds a multi-turn episode may take after its first turn before it scores error_reward."""
 
 
 class RunConfig(_Model):

@@ -26,8 +26,8 @@ def evaluate(collector: Collector, spec: EvalSpec, sampling: SamplingParams) -> 
     sampling = replace(sampling, seed=(sampling.seed or 0) + EVAL_SEED_SHIFT)
     for index, slot in enumerate(collector.slots):
         rows = (slot.env.eval_rows or slot.env.rows)[: spec.num_examples]
-        groups = collector.generate(rows, spec.k, sampling)
-        rewards = [s.rewards for s in collector.score(groups, [(index, r) for r in rows])]
+        batch = [(index, r) for r in rows]
+        rewards = [s.rewards for s in collector.score(batch, collector.episodes(batch, spec.k, sampling))]
         total = sum(len(r) for r in rewards)
         out[f"{spec.prefix}/{slot.name}/avg@{spec.k}"] = sum(sum(r) for r in rewards) / max(total, 1)
         passed = sum(max(r) >= PASS_THRESHOLD for r in rewards)

@@ -25,9 +25,10 @@ from rltrain.progress import Progress
 from rltrain.recorder import Recorder
 from rltrain.rollout.backend import RolloutBackend
 from rltrain.rollout.collect import Collector, GroupSettings, StepRollouts
+from rltrain.rollout.episodes import EpisodeLimits
 from rltrain.rollout.factory import TrainerModel, make_backend
 from rltrain.rollout.prompting import Prompting
-from rltrain.rundir import StopFlag, build_slots, latest_for_resume, load_env_files, open_run_dir
+from rltrain.rundir import StopFlag, build_slots, env_specs, latest_for_resume, load_env_files, open_run_dir
 from rltrain.trainer import fsdp
 from rltrain.trainer.model import Policy, load_policy
 from rltrain.trainer.step import NonFiniteUpdates, TrainSettings, train_step
@@ -57,7 +58,7 @@ class Engine:
     settings: TrainSettings
 
     def close(self) -> None:
-        self.collector.scorer.close()
+        self.collector.close()
         self.backend.close()
 
 
@@ -111,7 +112,13 @@ def build_engine(cfg: Config, policy: Policy, slots: list[EnvSlot], live_dir: Pa
     prompting = Prompting.build(cfg, policy.tokenizer, policy.model.generation_config.eos_token_id)
     drop = any(f.type == "zero_advantage" for f in cfg.pre_batch_filters)
     groups = GroupSettings(cfg.rollouts_per_example, cfg.algorithm.scale_rewards, drop)
-    collector = Collector(backend, prompting.encoder, slots, Scorer.from_config(cfg.scoring), groups)
+    scorer = Scorer.start(cfg.scoring, env_specs(cfg))
+    collector = Collector(backend, prompting.encoder, slots, scorer, groups)
+    collector.limits = EpisodeLimits(
+        max_context=cfg.rollout.max_model_len or int(policy.model.config.max_position_embeddings),
+        turn_timeout_s=cfg.scoring.turn_timeout_s,
+        episode_timeout_s=cfg.scoring.episode_timeout_s,
+    )
     sync = SyncSettings(
         live_dir / f"rank{dist.rank}" if dist.enabled else live_dir,  # each engine reads its own copy
         checkpoint_model_type(resolve_model_path(cfg.model)),

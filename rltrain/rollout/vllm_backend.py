@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from rltrain.config import RolloutConfig
+from rltrain.rollout.backend import BackendBase
 from rltrain.rollout.vllm_process import protect_process_state, silence_known_noise
-from rltrain.types import Completion, Group, SamplingParams, prompt_seed
+from rltrain.types import Completion, Group, Request, SamplingParams
 
 GIB = 2**30
 
@@ -27,7 +28,7 @@ def _short(err: BaseException, limit: int = 300) -> str:
     return f"{type(err).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
-class VLLMBackend:
+class VLLMBackend(BackendBase):
     """The `RolloutBackend` on a vLLM engine (see rltrain/rollout/backend.py for the contract)."""
 
     name = "vllm"
@@ -151,23 +152,16 @@ class VLLMBackend:
             skip_special_tokens=True,
         )
 
-    def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
-        if not prompts:
+    def sample(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Group]:
+        if not requests:
             return []
         start = time.perf_counter()
-        requests = [self._vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
-        params = [
-            self._vllm_params(
-                sampling,
-                n,
-                None if sampling.seed is None else prompt_seed(sampling.seed, sampling.seed_offset + i),
-            )
-            for i in range(len(prompts))
-        ]
-        outputs = self.llm.generate(requests, params, lora_request=self._lora, use_tqdm=False)
+        prompts = [self._vllm.TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        params = [self._vllm_params(sampling, r.n, r.seed) for r in requests]
+        outputs = self.llm.generate(prompts, params, lora_request=self._lora, use_tqdm=False)
         groups = [
-            Group(prompt_ids=list(prompt), completions=[self._completion(c) for c in out.outputs])
-            for prompt, out in zip(prompts, outputs, strict=True)
+            Group(prompt_ids=list(r.prompt_ids), completions=[self._completion(c) for c in out.outputs])
+            for r, out in zip(requests, outputs, strict=True)
         ]
         self.timings["generate_s"] = time.perf_counter() - start
         return groups

@@ -69,3 +69,32 @@ def test_environments_readme_example_scores_and_trains(tmp_path: Path, run_confi
     assert [total for total, _ in scored] == pytest.approx([1.6, 1.0, 0.1])
     session = train(parse_config(run_config(env=[{"id": str(path)}], max_steps=1)))
     assert session.record.status == "succeeded"
+
+
+def test_environments_readme_multi_turn_example_trains(tmp_path: Path, run_config) -> None:
+    from rltrain.envs.base import Rollout
+
+    text = (README.parent / "environments" / "README.md").read_text()
+    code = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "env_response=respond" in b][0]
+    path = tmp_path / "hot_cold.py"
+    path.write_text(code)
+    env = load_rltrain_environment(str(path), {"n": 4})
+    assert env.multi_turn and env.max_turns == 4 and list(env.tools) == ["parity"]
+    assert env.tool_schemas()[0]["function"]["parameters"]["properties"]["n"]["type"] == "integer"
+    row = env.rows[1]  # answer 2
+    state = env.initial_state(row)
+    assert env.respond([{"role": "assistant", "content": "5"}], state)[0] == [
+        {"role": "user", "content": "Warmer."}
+    ]
+    new, state = env.respond([{"role": "assistant", "content": "2"}], state)
+    assert new is None and state["guesses"] == [5, 2]
+    episode = [
+        {"role": "assistant", "content": "5"},
+        {"role": "user", "content": "Warmer."},
+        {"role": "assistant", "content": "2"},
+    ]
+    assert env.score(row, Rollout(episode, state))[0] == pytest.approx(1.2)
+    run = train(parse_config(run_config(env=[{"id": str(path)}], max_steps=2, sampling={"max_tokens": 6})))
+    assert run.record.status == "succeeded"
+    rows = read_jsonl(run.run_dir / "metrics.jsonl")
+    assert all(1.0 <= r["turns_mean"] <= 4.0 and r["errored_rollouts"] == 0 for r in rows)

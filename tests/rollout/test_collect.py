@@ -6,15 +6,16 @@ against hand-computed numbers; the real backends are tested in test_hf_backend /
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from rltrain import Environment
 from rltrain.data import EnvSlot
 from rltrain.distributed import Dist
+from rltrain.envs.loader import load_rltrain_environment
 from rltrain.envs.scoring import Scorer
+from rltrain.envs.workers import EnvSpec, WorkerPool
 from rltrain.rollout.collect import Collector, GroupSettings
 from rltrain.types import Completion, Group, SamplingParams
 
@@ -46,26 +47,50 @@ class ScriptedBackend:
 
 
 class CharEncoder:
+    tokenizer = None
+
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
         return [ord(c) for c in messages[-1]["content"]]
 
 
+ENV = """
+import rltrain
+
 def digits(completion: str) -> float:
     return sum(c.isdigit() for c in completion) / len(completion)
 
+def broken(completion: str) -> float:
+    raise RuntimeError("judge down")
 
-def _collector(n: int, drop: bool = False, extra: list = None) -> tuple[Collector, ScriptedBackend]:  # type: ignore[assignment]
-    env = Environment(
-        dataset=[{"question": f"q{i}"} for i in range(4)], reward_funcs=[digits, *(extra or [])]
-    )
-    backend = ScriptedBackend()
-    slots = [EnvSlot("d", env, 1.0)]
-    collector = Collector(backend, CharEncoder(), slots, Scorer(timeout_s=5), GroupSettings(n, True, drop))  # type: ignore[arg-type]
-    return collector, backend
+def load_environment(broken_judge: bool = False):
+    funcs = [digits, broken] if broken_judge else [digits]
+    return rltrain.Environment(dataset=[{"question": f"q{i}"} for i in range(4)], reward_funcs=funcs)
+"""
 
 
-def test_rewards_advantages_and_records() -> None:
-    collector, _ = _collector(4)
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[..., tuple[Collector, ScriptedBackend]]]:
+    """make(n, drop=False, broken_judge=False): a collector on the scripted backend and a real scorer."""
+    path = tmp_path / "digits_env.py"
+    path.write_text(ENV)
+    made: list[Collector] = []
+
+    def _make(n: int, drop: bool = False, broken_judge: bool = False) -> tuple[Collector, ScriptedBackend]:
+        args = {"broken_judge": broken_judge}
+        env = load_rltrain_environment(str(path), args)
+        scorer = Scorer(WorkerPool([EnvSpec("d", str(path), args)], size=2), timeout_s=10)
+        backend = ScriptedBackend()
+        slots = [EnvSlot("d", env, 1.0)]
+        made.append(Collector(backend, CharEncoder(), slots, scorer, GroupSettings(n, True, drop)))  # type: ignore[arg-type]
+        return made[-1], backend
+
+    yield _make
+    for collector in made:
+        collector.close()
+
+
+def test_rewards_advantages_and_records(make: Callable) -> None:
+    collector, _ = make(4)
     rows = collector.slots[0].env.rows
     ro = collector.collect([(0, rows[0]), (0, rows[1])], SamplingParams(8, seed=1))
     assert [s.reward for s in ro.samples[:4]] == [1.0, 0.5, 0.0, 0.0]
@@ -78,26 +103,24 @@ def test_rewards_advantages_and_records() -> None:
         "group": 0, "env": "d", "completion": "1a", "reward": 0.5, "advantage": ro.samples[1].advantage,
         "parts": {"digits": 0.5}, "finish": "stop", "prompt_tokens": 2, "completion_tokens": 2,
     }  # fmt: skip
+    assert "turns" not in ro.records[1]  # a single-turn record keeps its shape
 
 
-def test_zero_advantage_groups_are_filtered_but_recorded() -> None:
-    collector, _ = _collector(1, drop=True)  # one completion per group: no spread, no signal
+def test_zero_advantage_groups_are_filtered_but_recorded(make: Callable) -> None:
+    collector, _ = make(1, drop=True)  # one completion per group: no spread, no signal
     rows = collector.slots[0].env.rows
     ro = collector.collect([(0, rows[0]), (0, rows[1])], SamplingParams(8))
     assert ro.samples == [] and ro.filtered_groups == 2 and len(ro.records) == 2
 
 
-def test_scoring_errors_are_counted_per_environment() -> None:
-    def broken(completion: str) -> float:
-        raise RuntimeError("judge down")
-
-    collector, _ = _collector(2, extra=[broken])
+def test_scoring_errors_are_counted_per_environment(make: Callable) -> None:
+    collector, _ = make(2, broken_judge=True)
     ro = collector.collect([(0, collector.slots[0].env.rows[0])], SamplingParams(8))
     assert ro.errored == {"d": 2} and [s.reward for s in ro.samples] == [0.0, 0.0]
 
 
-def test_a_rank_samples_its_contiguous_share_with_global_seeds() -> None:
-    collector, backend = _collector(2)
+def test_a_rank_samples_its_contiguous_share_with_global_seeds(make: Callable) -> None:
+    collector, backend = make(2)
     rows = collector.slots[0].env.rows
     batch = [(0, r) for r in rows]
     dist = Dist()

@@ -1,0 +1,124 @@
+"""verifiers 0.4 (v1) environments run unchanged against rltrain's engine: config translation, the
+token endpoint's contract and safety, and a taskset trained end to end (offline, no uv)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from rltrain.config import ConfigError, parse_config
+from rltrain.envs.verifiers_v1 import translate
+from rltrain.record import read_jsonl
+from rltrain.run import train
+from tests.helpers import valid_record
+
+pytest.importorskip("verifiers.v1")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "verifiers"
+
+
+def test_prime_template_shape_is_translated_with_notices() -> None:
+    raw, notices = translate({"taskset": {"id": "t"}, "harness": {"id": "default"}}, allow_bash=True)
+    assert raw == {
+        "taskset": {"id": "t"},
+        "agent": {"harness": {"id": "bash"}, "runtime": {"type": "subprocess"}},
+    }
+    assert len(notices) == 2 and "agent.harness" in notices[0] and "'bash'" in notices[1]
+    plain, none = translate({"taskset": {"id": "t"}}, allow_bash=False)
+    assert plain["agent"] == {"harness": {"id": "null"}, "runtime": {"type": "subprocess"}} and not none
+    docker, _ = translate(
+        {"taskset": {"id": "t"}, "agent": {"runtime": {"type": "docker"}}}, allow_bash=False
+    )
+    assert docker["agent"]["runtime"] == {"type": "docker"}  # an explicit runtime is kept
+    with pytest.raises(ValueError, match="allow_bash = true"):
+        translate({"taskset": {"id": "t"}, "agent": {"harness": {"id": "bash"}}}, allow_bash=False)
+
+
+def test_an_env_entry_needs_an_id_or_a_taskset() -> None:
+    base = {"model": "m", "max_steps": 1, "batch_size": 1, "rollouts_per_example": 1}
+    with pytest.raises(ConfigError, match="needs an id"):
+        parse_config(base | {"env": [{"name": "x"}]})
+    cfg = parse_config(
+        base | {"env": [{"name": "x", "taskset": {"id": "count-turns-v1"}, "harness": {"id": "null"}}]}
+    )
+    assert cfg.env[0].label == "x" and cfg.env[0].verifiers_config()["harness"] == {"id": "null"}
+
+
+def test_endpoint_needs_the_token_and_speaks_the_train_clients_format(tiny_model: str) -> None:
+    import aiohttp
+
+    from rltrain.rollout.batcher import Batcher
+    from rltrain.rollout.endpoint import Endpoint
+    from rltrain.rollout.hf_backend import HFBackend
+    from rltrain.trainer.model import load_policy
+    from rltrain.types import SamplingParams
+
+    cfg = {
+        "model": "builtin:tiny",
+        "max_steps": 1,
+        "batch_size": 1,
+        "rollouts_per_example": 1,
+        "env": [{"id": "digits"}],
+    }
+    policy = load_policy(parse_config(cfg), tiny_model)
+    backend = HFBackend(lambda ids: "", 0, policy.device, policy_model=policy.model)
+
+    async def exercise() -> tuple[int, dict, dict]:
+        endpoint = Endpoint(Batcher(backend), "policy", max_context=64)
+        endpoint.batcher.start()
+        url = await endpoint.start()
+        endpoint.begin_step(SamplingParams(max_tokens=5, seed=3))
+        assert url.startswith("http://127.0.0.1:")
+        auth = {"Authorization": f"Bearer {endpoint.token}"}
+        body = {
+            "model": "policy",
+            "token_ids": [5, 6, 7],
+            "sampling_params": {"max_tokens": 4, "logprobs": 1},
+        }
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url.removesuffix("/v1") + "/inference/v1/generate", json=body) as r:
+                refused = r.status
+            async with s.get(url + "/models", headers=auth) as r:
+                models = await r.json()
+            async with s.post(
+                url.removesuffix("/v1") + "/inference/v1/generate", json=body, headers=auth
+            ) as r:
+                out = await r.json()
+        await endpoint.stop()
+        await endpoint.batcher.stop()
+        return refused, models, out
+
+    refused, models, out = asyncio.run(exercise())
+    assert refused == 401  # no token, no tokens
+    assert models["data"] == [{"id": "policy", "object": "model", "max_model_len": 64}]
+    choice = out["choices"][0]
+    assert 1 <= len(choice["token_ids"]) <= 4 and choice["finish_reason"] in ("stop", "length")
+    assert [e["token"] for e in choice["logprobs"]["content"]] == [
+        f"token_id:{t}" for t in choice["token_ids"]
+    ]
+    assert all(e["logprob"] <= 0 for e in choice["logprobs"]["content"])
+
+
+def test_a_v1_taskset_trains_end_to_end_offline(run_config, tmp_path: Path) -> None:
+    entry = {"name": "count", "taskset": {"id": "count-turns-v1", "turns": 2}, "harness": {"id": "null"}}
+    cfg = run_config(
+        max_steps=2,
+        batch_size=4,
+        rollouts_per_example=4,
+        env=[entry | {"path": str(FIXTURES)}],
+        sampling={"max_tokens": 8},
+    )
+    run = train(parse_config(cfg))
+    record = valid_record(run.run_dir)
+    assert record["status"] == "succeeded" and record["environment"] == "count"
+    rows = read_jsonl(run.run_dir / "metrics.jsonl")
+    assert [r["errored_rollouts"] for r in rows] == [0.0, 0.0]
+    assert all(r["turns_mean"] == 2.0 and r["training_tokens"] > r["output_tokens"] > 0 for r in rows)
+    assert max(abs(r["mismatch_kl"]) for r in rows) < 1e-4  # the traces' tokens and logprobs are the engine's
+    episode = read_jsonl(run.run_dir / "rollouts" / "step_1.jsonl")[0]
+    roles = [m["role"] for m in episode["messages"]]
+    assert (
+        roles == ["system", "user", "assistant", "user", "assistant"] and episode["finish"] == "user_closed"
+    )
+    assert 0.0 <= episode["parts"]["numeric"] <= 1.0
