@@ -52,12 +52,22 @@ def cmd_train(argv: list[str]) -> int:
 
 
 def cmd_init(argv: list[str]) -> int:
-    path = Path(argv[0]) if argv else Path("rltrain.toml")
+    parser = argparse.ArgumentParser(
+        prog="python -m rltrain init", description="Write a commented starter config."
+    )
+    parser.add_argument(
+        "path", nargs="?", default="rltrain.toml", help="where to write it (default rltrain.toml)"
+    )
+    parser.add_argument(
+        "--prime-rl", action="store_true", help="prime-rl's rl.toml shape instead of rltrain's"
+    )
+    args = parser.parse_args(argv)
+    path = Path(args.path)
     if path.exists():
         return _fail(f"init: {path} exists; not overwriting", 2)
-    from rltrain.starter import starter_config
+    from rltrain.starter import PRIME_RL_STARTER, starter_config
 
-    path.write_text(starter_config())
+    path.write_text(PRIME_RL_STARTER if args.prime_rl else starter_config())
     print(f"wrote {path}")
     return 0
 

@@ -8,6 +8,7 @@ table are generated from them (rltrain/starter.py).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,17 +92,32 @@ class EnvConfig(_Model):
         return raw
 
 
+class EvalEnvConfig(EnvConfig):
+    num_examples: int | None = Field(None, ge=-1, examples=[16])
+    """Held-out rows of this environment (-1 = all; unset = [eval] num_examples)."""
+    rollouts_per_example: int | None = Field(None, gt=0, examples=[4])
+    """Completions per row for this environment (unset = [eval] rollouts_per_example)."""
+
+
 class EvalConfig(_Model):
     interval: int = Field(0, ge=0)
     """Steps between held-out evals (0 = never during training)."""
-    num_examples: int = Field(32, gt=0)
-    """Held-out rows per environment."""
+    num_examples: int = Field(32, ge=-1)
+    """Held-out rows per environment (-1 = all of them)."""
     rollouts_per_example: int = Field(1, gt=0)
     """Completions per row: the k of avg@k and pass@k."""
-    eval_base_model: bool = False
-    """Hosted-config key: evaluate the base model before training."""
-    env: list[EnvConfig] = Field(default_factory=list)
-    """Environments to evaluate (default: the training environments' held-out rows)."""
+    skip_first_step: bool = False
+    """Skip the eval of the base model before the first step (a step-0 row in metrics.jsonl)."""
+    eval_base_model: bool | None = None
+    """Older hosted key: read as skip_first_step with the inverted meaning, with a notice."""
+    env: list[EvalEnvConfig] = Field(default_factory=list)
+    """Environments to evaluate, each with its own sizes (default: the training envs' held-out rows)."""
+
+    @model_validator(mode="after")
+    def _translate_base_model(self) -> EvalConfig:
+        if self.eval_base_model is not None:  # as prime's CLI translates it (and announces it)
+            self.__dict__["skip_first_step"] = not self.eval_base_model
+        return self
 
 
 class ValConfig(_Model):
@@ -116,6 +132,8 @@ class ValConfig(_Model):
 class PreBatchFilter(_Model):
     type: Literal["zero_advantage"] = Field(examples=["zero_advantage"])
     """`zero_advantage`: drop groups whose rewards are all equal (no learning signal)."""
+    enforce: bool | None = Field(None, examples=[True])
+    """Hosted key (drop flagged rollouts before they fill a batch slot): rltrain always drops them."""
 
 
 class CheckpointConfig(_Model):
@@ -173,6 +191,8 @@ class AlgorithmConfig(_Model):
     """Clip the LoRA gradient to this norm."""
     weight_decay: float = Field(0.0, ge=0.0)
     """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's beta1 and beta2."""
     warmup_steps: int = Field(0, ge=0)
     """Linear learning-rate warmup steps."""
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
@@ -197,15 +217,16 @@ class RolloutConfig(_Model):
     tensor_parallel_size: int = Field(1, gt=0)
     """GPU: shard one vLLM engine over this many GPUs (one process only)."""
     max_model_len: int | None = Field(None, gt=0, examples=[4096])
-    """vLLM's context length (unset = the model's own)."""
+    """The engine's context (unset = the longest prompt plus the completion or episode budget, capped by
+    the model's own)."""
     enforce_eager: bool = False
     """vLLM: no CUDA graphs (slower, starts faster)."""
     enable_sleep_mode: bool = False
     """GPU: vLLM frees its memory while the trainer works."""
     lean_decoder: bool = True
     """hf backend: the fused fast path for Llama/Qwen3 (false = transformers' own forward)."""
-    cpu_kv_cache_gib: float = Field(0.25, gt=0.0)
-    """CPU: vLLM's KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE wins when set)."""
+    cpu_kv_cache_gib: float | None = Field(None, gt=0.0, examples=[0.25])
+    """CPU: vLLM's KV cache in GiB (unset = sized for the in-flight sequences; VLLM_CPU_KVCACHE_SPACE wins)"""
     landed_check_interval: int = Field(10, ge=0)
     """Steps between checks that the engine applies the adapter (the first sync is always checked)."""
     landed_check_tolerance: float | None = Field(None, gt=0.0, examples=[0.001])
@@ -265,7 +286,14 @@ class UsageConfig(_Model):
 
 
 # Hosted-training keys with no local meaning: accepted, announced, ignored.
-HOSTED_ONLY_KEYS = ("oversampling_factor", "max_async_level", "trajectory_strategy", "wandb", "name")
+HOSTED_ONLY_KEYS = (
+    "oversampling_factor",
+    "max_async_level",
+    "trajectory_strategy",
+    "wandb",
+    "name",
+    "buffer",
+)
 
 
 class Config(_Model):
@@ -285,6 +313,8 @@ class Config(_Model):
     """LoRA scaling (default 2 x rank; [lora] alpha wins)."""
     max_inflight_rollouts: int | None = Field(None, gt=0, examples=[64])
     """Cap on sequences sampled at once (groups are never split)."""
+    seq_len: int | None = Field(None, gt=0, examples=[2048])
+    """prime-rl's: prompt + completion at most; longer prompts are dropped from the data, with a count."""
     env_files: list[str] = Field(default_factory=list, examples=[["secrets.env"]])
     """KEY=VALUE files loaded into the process for the environment's code; never recorded."""
     checkpoint_id: str | None = Field(None, examples=["runs/ID/checkpoints/step_50"])
@@ -325,6 +355,8 @@ class Config(_Model):
     """Hosted only: accepted with a notice and ignored."""
     wandb: dict[str, Any] | None = None
     """Hosted only: accepted with a notice and ignored."""
+    buffer: dict[str, Any] | None = None
+    """Older hosted difficulty buffer: accepted with a notice, ignored ([[pre_batch_filters]] replaces it)."""
     name: str | None = None
     """Hosted only: accepted with a notice and ignored."""
 
@@ -351,6 +383,14 @@ class Config(_Model):
     @property
     def effective_lora_alpha(self) -> int:
         return self.lora.alpha or self.lora_alpha or 2 * self.lora.rank
+
+    def notices(self) -> list[str]:
+        """One line per key read with another meaning than its name says."""
+        out = []
+        if self.eval is not None and self.eval.eval_base_model is not None:
+            skip = str(self.eval.skip_first_step).lower()
+            out.append(f"[eval] eval_base_model is deprecated: translating to skip_first_step = {skip}")
+        return out
 
     def hosted_only_keys_set(self) -> list[str]:
         keys = [k for k in HOSTED_ONLY_KEYS if getattr(self, k) is not None]
@@ -421,4 +461,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"config error: {p}: invalid TOML: {err}") from None
     if "env_file" in data and "env_files" not in data:  # the hosted docs spell it both ways
         data["env_files"] = data.pop("env_file")
+    from rltrain import prime_rl
+
+    if prime_rl.is_prime_rl(data):  # prime-rl's own rl.toml: mapped key by key
+        try:
+            data, notices = prime_rl.translate(data)
+        except ValueError as err:
+            raise ConfigError(f"config error: {err}") from None
+        for line in notices:
+            logging.getLogger("rltrain").info("notice: prime-rl %s", line)
     return parse_config(apply_overrides(data, list(overrides or [])))

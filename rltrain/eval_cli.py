@@ -9,10 +9,10 @@ from pathlib import Path
 
 from rltrain.config import ConfigError, load_config
 from rltrain.distributed import Dist
-from rltrain.evaluate import EvalSpec, evaluate
+from rltrain.evaluate import EvalPlan, EvalTarget, evaluate
 from rltrain.models import resolve_model_path
-from rltrain.run import build_engine
-from rltrain.rundir import build_slots
+from rltrain.run import build_engine, size_run
+from rltrain.rundir import build_slots, eval_entries
 from rltrain.trainer.model import load_policy
 
 
@@ -36,13 +36,16 @@ def run_eval(argv: list[str]) -> int:
         return 2
     num = args.num_examples or (cfg.eval.num_examples if cfg.eval else 32)
     k = args.rollouts_per_example or (cfg.eval.rollouts_per_example if cfg.eval else 1)
-    slots = build_slots(cfg)
+    entries = eval_entries(cfg) or cfg.env
+    slots = build_slots(cfg, entries)  # [[eval.env]] when the config has them, else the training envs
     policy = load_policy(cfg, resolve_model_path(cfg.model), adapter)
     with tempfile.TemporaryDirectory(prefix="rltrain-eval-") as tmp:
-        engine = build_engine(cfg, policy, slots, Path(tmp), Dist())
+        sizing = size_run(cfg, slots)
+        engine = build_engine(cfg, policy, slots, live_dir=Path(tmp), dist=Dist(), sizing=sizing)
         if adapter is not None:
             engine.sync.push(0, first=True)
-        scores = evaluate(engine.collector, EvalSpec(num, k), engine.prompting.sampling(0))
+        plan = EvalPlan("eval", tuple(EvalTarget(i, num, k) for i in range(len(slots))))
+        scores = evaluate(engine.collector, plan, engine.prompting.sampling(0))
         engine.close()
     print(f"model: {cfg.model}   adapter: {adapter or '(none: base model)'}")
     print(f"{'environment':32} {'examples':>8} {'k':>3} {f'avg@{k}':>8} {f'pass@{k}':>8}")

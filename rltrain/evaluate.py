@@ -14,32 +14,73 @@ EVAL_SEED_SHIFT = 7_919  # eval never draws the training samples
 
 
 @dataclass(frozen=True)
-class EvalSpec:
-    num_examples: int  # held-out rows per environment
+class EvalTarget:
+    env_index: int  # into the collector's slots
+    num_examples: int  # held-out rows
     k: int  # completions per row
-    prefix: str = "eval"  # metric names: <prefix>/<env>/avg@k
 
 
-def evaluate(collector: Collector, spec: EvalSpec, sampling: SamplingParams) -> dict[str, float]:
+@dataclass(frozen=True)
+class EvalPlan:
+    prefix: str  # metric names: <prefix>/<env>/avg@k
+    targets: tuple[EvalTarget, ...]
+
+
+def evaluate(collector: Collector, plan: EvalPlan, sampling: SamplingParams) -> dict[str, float]:
     """Per environment: `<prefix>/<env>/avg@k` and `<prefix>/<env>/pass@k` on its held-out rows."""
     out: dict[str, float] = {}
     sampling = replace(sampling, seed=(sampling.seed or 0) + EVAL_SEED_SHIFT)
-    for index, slot in enumerate(collector.slots):
-        rows = (slot.env.eval_rows or slot.env.rows)[: spec.num_examples]
-        batch = [(index, r) for r in rows]
-        rewards = [s.rewards for s in collector.score(batch, collector.episodes(batch, spec.k, sampling))]
+    for t in plan.targets:
+        slot = collector.slots[t.env_index]
+        rows = (slot.env.eval_rows or slot.env.rows)[: t.num_examples if t.num_examples >= 0 else None]
+        batch = [(t.env_index, r) for r in rows]
+        rewards = [s.rewards for s in collector.score(batch, collector.episodes(batch, t.k, sampling))]
         total = sum(len(r) for r in rewards)
-        out[f"{spec.prefix}/{slot.name}/avg@{spec.k}"] = sum(sum(r) for r in rewards) / max(total, 1)
+        out[f"{plan.prefix}/{slot.name}/avg@{t.k}"] = sum(sum(r) for r in rewards) / max(total, 1)
         passed = sum(max(r) >= PASS_THRESHOLD for r in rewards)
-        out[f"{spec.prefix}/{slot.name}/pass@{spec.k}"] = passed / max(len(rewards), 1)
+        out[f"{plan.prefix}/{slot.name}/pass@{t.k}"] = passed / max(len(rewards), 1)
     return out
 
 
-def due(cfg: Config, step: int) -> list[EvalSpec]:
-    """The evaluations `[eval]` and `[val]` schedule after `step` (the hosted shape has both; locally
-    both score held-out rows)."""
+def plans(cfg: Config, trained: int) -> list[EvalPlan]:
+    """`[eval]` and `[val]` (the hosted shape has both; locally both score held-out rows). The first
+    `trained` slots are the training environments; `[[eval.env]]` entries follow them, in order."""
     out = []
     for prefix, section in (("eval", cfg.eval), ("val", cfg.val)):
-        if section is not None and section.interval and step % section.interval == 0:
-            out.append(EvalSpec(section.num_examples, section.rollouts_per_example, prefix))
+        if section is None:
+            continue
+        envs = getattr(section, "env", [])
+        if envs:
+            targets = tuple(
+                EvalTarget(
+                    trained + i,
+                    e.num_examples or section.num_examples,
+                    e.rollouts_per_example or section.rollouts_per_example,
+                )
+                for i, e in enumerate(envs)
+            )
+        else:
+            targets = tuple(
+                EvalTarget(i, section.num_examples, section.rollouts_per_example) for i in range(trained)
+            )
+        out.append(EvalPlan(prefix, targets))
+    return out
+
+
+def due(cfg: Config, step: int, trained: int) -> list[EvalPlan]:
+    """The evaluations scheduled after `step`; step 0 is the base model's, before training."""
+    out = []
+    for plan in plans(cfg, trained):
+        section = cfg.eval if plan.prefix == "eval" else cfg.val
+        assert section is not None
+        if step == 0:
+            if (
+                plan.prefix == "eval"
+                and cfg.eval is not None
+                and cfg.eval.interval
+                and not cfg.eval.skip_first_step
+            ):
+                out.append(plan)
+        elif section.interval and step % section.interval == 0:
+            out.append(plan)
     return out

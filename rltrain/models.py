@@ -100,6 +100,8 @@ REGISTRY: dict[str, ModelSpec] = {
 
 # builtin:tiny-<name> -> the tiny family built locally (rltrain/tiny.py); dots and dashes accepted.
 BUILTIN_ALIASES = {"tiny": "qwen3"}
+# A real pretrained model from PyPI (rltrain/smollm2.py): SmolLM2-135M-Instruct, llama family.
+REAL_BUILTINS = ("builtin:smollm2", "builtin:smollm2-135m", "builtin:smollm2-135m-instruct")
 
 
 def find_spec(model: str) -> ModelSpec | None:
@@ -113,6 +115,10 @@ def find_spec(model: str) -> ModelSpec | None:
 
 def resolve_model_path(model: str) -> str:
     """What `from_pretrained` should load: a local dir, a hub id, or the built tiny model's dir."""
+    if model.lower() in REAL_BUILTINS:
+        from rltrain.smollm2 import smollm2_path
+
+        return str(smollm2_path())
     if model.startswith("builtin:"):
         from rltrain.tiny import tiny_model_path
 

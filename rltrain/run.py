@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoConfig
 
 from rltrain import checkpoint as ckpt
 from rltrain.adapter_sync import AdapterSync, SyncSettings, landed_tolerance
@@ -27,11 +28,21 @@ from rltrain.rollout.backend import RolloutBackend
 from rltrain.rollout.collect import Collector, GroupSettings, StepRollouts
 from rltrain.rollout.episodes import EpisodeLimits
 from rltrain.rollout.factory import TrainerModel, make_backend
-from rltrain.rollout.prompting import Prompting
-from rltrain.rundir import StopFlag, build_slots, env_specs, latest_for_resume, load_env_files, open_run_dir
+from rltrain.rollout.prompting import PromptEncoder, Prompting, template_kwargs
+from rltrain.rundir import (
+    StopFlag,
+    build_slots,
+    env_specs,
+    eval_entries,
+    latest_for_resume,
+    load_env_files,
+    open_run_dir,
+)
+from rltrain.sizing import Sizing, plan
 from rltrain.trainer import fsdp
-from rltrain.trainer.model import Policy, load_policy
+from rltrain.trainer.model import Policy, load_policy, load_tokenizer
 from rltrain.trainer.step import NonFiniteUpdates, TrainSettings, train_step
+from rltrain.types import SamplingParams
 
 log = logging.getLogger("rltrain")
 StepCallback = Callable[[int, dict[str, Any]], None]  # (step, metrics) after each step is recorded
@@ -71,6 +82,8 @@ def train(
     if dist.is_main:
         for key in cfg.hosted_only_keys_set():
             log.info("notice: `%s` has no meaning for a local run and is ignored", key)
+        for line in cfg.notices():
+            log.info("notice: %s", line)
     load_env_files(cfg.env_files, config_dir)
     run_dir, record = open_run_dir(cfg, resume, dist)
     rec = Recorder(run_dir, record, dist, cfg.usage.price_per_device_hour)
@@ -105,17 +118,26 @@ def _fail(rec: Recorder, err: BaseException) -> None:
         (rec.run_dir / "error.log").write_text(traceback.format_exc())
 
 
-def build_engine(cfg: Config, policy: Policy, slots: list[EnvSlot], live_dir: Path, dist: Dist) -> Engine:
+def size_run(cfg: Config, slots: list[EnvSlot]) -> Sizing:
+    """The engine's context and KV cache for this run's data (drops prompts over seq_len)."""
+    path = resolve_model_path(cfg.model)
+    encoder = PromptEncoder(load_tokenizer(path), template_kwargs(cfg))
+    return plan(cfg, slots, encoder, AutoConfig.from_pretrained(path))
+
+
+def build_engine(
+    cfg: Config, policy: Policy, slots: list[EnvSlot], *, live_dir: Path, dist: Dist, sizing: Sizing
+) -> Engine:
     """Backend, prompting, collector and adapter sync around a loaded policy."""
     trainer = TrainerModel(policy.model, policy.tokenizer, policy.device, policy.dtype, policy.sharded)
-    backend = make_backend(cfg, trainer, dist)
+    backend = make_backend(cfg, trainer, dist, sizing)
     prompting = Prompting.build(cfg, policy.tokenizer, policy.model.generation_config.eos_token_id)
     drop = any(f.type == "zero_advantage" for f in cfg.pre_batch_filters)
     groups = GroupSettings(cfg.rollouts_per_example, cfg.algorithm.scale_rewards, drop)
     scorer = Scorer.start(cfg.scoring, env_specs(cfg))
     collector = Collector(backend, prompting.encoder, slots, scorer, groups)
     collector.limits = EpisodeLimits(
-        max_context=cfg.rollout.max_model_len or int(policy.model.config.max_position_embeddings),
+        max_context=sizing.max_model_len,
         turn_timeout_s=cfg.scoring.turn_timeout_s,
         episode_timeout_s=cfg.scoring.episode_timeout_s,
     )
@@ -135,7 +157,9 @@ def build_engine(cfg: Config, policy: Policy, slots: list[EnvSlot], live_dir: Pa
     )
 
 
-def _setup(run: RunContext, sampler: PromptSampler, device: torch.device) -> tuple[Engine, int]:
+def _setup(
+    run: RunContext, sampler: PromptSampler, sizing: Sizing, device: torch.device, extra: list[EnvSlot]
+) -> tuple[Engine, int]:
     """The engine, and the step to continue after (a resumed run restores its checkpoint's state)."""
     cfg, rec = run.cfg, run.recorder
     init_adapter = run.resume_from or (Path(cfg.checkpoint_id) if cfg.checkpoint_id else None)
@@ -148,7 +172,9 @@ def _setup(run: RunContext, sampler: PromptSampler, device: torch.device) -> tup
         sampler.load_state_dict(state["sampler"])
         start = int(state["step"])
         rec.load_state_dict(state, start, [str(p) for p in ckpt.complete_checkpoints(rec.run_dir)])
-    return build_engine(cfg, policy, sampler.slots, rec.run_dir / "adapters" / "live", rec.dist), start
+    live = rec.run_dir / "adapters" / "live"  # eval-only environments follow the training ones
+    slots = sampler.slots + extra
+    return build_engine(cfg, policy, slots, live_dir=live, dist=rec.dist, sizing=sizing), start
 
 
 def _update(engine: Engine, ro: StepRollouts, dist: Dist) -> dict[str, float]:
@@ -196,16 +222,30 @@ def _timed(
     }
 
 
+def _evals(cfg: Config, engine: Engine, step: int, sampling: SamplingParams, dist: Dist) -> dict[str, float]:
+    """The evaluations due after `step`, on the main rank (every rank when sampling is a collective)."""
+    out: dict[str, float] = {}
+    if dist.is_main or engine.backend.collective:
+        for plan in due(cfg, step, trained=len(cfg.env)):
+            out.update(evaluate(engine.collector, plan, sampling))
+    return out
+
+
 def _loop(run: RunContext, device: torch.device) -> None:
     cfg, rec, dist = run.cfg, run.recorder, run.recorder.dist
-    sampler = PromptSampler(build_slots(cfg), cfg.run.seed)
-    engine, start = _setup(run, sampler, device)
+    slots = build_slots(cfg)
+    extra = build_slots(cfg, eval_entries(cfg)) if cfg.eval is not None and cfg.eval.env else []
+    sizing = size_run(cfg, slots + extra)  # before the prompt order: prompts over seq_len leave the data
+    sampler = PromptSampler(slots, cfg.run.seed)
+    engine, start = _setup(run, sampler, sizing, device, extra)
     skips = NonFiniteUpdates(cfg.algorithm.max_nonfinite_skips)
     if cfg.run.tensorboard:
         rec.open_tensorboard()
     rec.set_status("running")
     first_sync = engine.sync.push(start, first=True)
     step = start
+    if start == 0 and (base := _evals(cfg, engine, 0, engine.prompting.sampling(0), dist)):
+        rec.log_step(0, base, [])  # the base model, before any update
     with Progress(cfg.max_steps, start, enabled=cfg.run.progress and dist.is_main) as bar:
         for step in range(start + 1, cfg.max_steps + 1):
             if dist.any(run.stop.requested):
@@ -235,9 +275,7 @@ def _loop(run: RunContext, device: torch.device) -> None:
             )
             skips.observe(train_metrics)
             metrics.update(nonfinite_skips=float(skips.total), world_size=float(dist.world))
-            for spec in due(cfg, step):
-                if dist.is_main or engine.backend.collective:  # collective sampling: every rank joins
-                    metrics.update(evaluate(engine.collector, spec, ro.sampling))
+            metrics.update(_evals(cfg, engine, step, ro.sampling, dist))
             rec.log_step(step, metrics, ro.records)
             bar.update(step, metrics)
             if run.on_step is not None:

@@ -8,13 +8,14 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
 from rltrain import checkpoint as ckpt
-from rltrain.config import Config, apply_overrides, parse_config
+from rltrain.config import Config, EnvConfig, apply_overrides, parse_config
 from rltrain.data import EnvSlot
 from rltrain.distributed import Dist
 from rltrain.envs.loader import load_rltrain_environment
@@ -62,16 +63,40 @@ def load_env_files(paths: list[str], base: Path) -> list[str]:
     return keys
 
 
+def _entries(cfg: Config) -> list[EnvConfig]:
+    return [*cfg.env, *(cfg.eval.env if cfg.eval is not None else [])]
+
+
+def eval_entries(cfg: Config) -> list[EnvConfig]:
+    """`[[eval.env]]`, each named apart from a training environment of the same name but other args
+    (`digits@eval`): the name is how worker processes find the environment to load."""
+    if cfg.eval is None:
+        return []
+    train = {(e.label, e.id, repr(e.args)) for e in cfg.env}
+    names = {e.label for e in cfg.env}
+    out: list[EnvConfig] = []
+    for e in cfg.eval.env:
+        clash = e.label in names and (e.label, e.id, repr(e.args)) not in train
+        out.append(e.model_copy(update={"name": f"{e.label}@eval"}) if clash and not e.name else e)
+    return out
+
+
 def env_specs(cfg: Config) -> list[EnvSpec]:
-    """How worker processes load the run's environments (the same names as the slots); verifiers
-    environments run their own code."""
-    return [EnvSpec(e.label, e.id, e.args) for e in cfg.env if e.taskset is None and e.id is not None]
+    """How worker processes load the run's environments, training and eval (by the slots' names);
+    verifiers environments run their own code."""
+    specs: dict[str, EnvSpec] = {}
+    for e in [*cfg.env, *eval_entries(cfg)]:
+        if e.taskset is None and e.id is not None:
+            spec = EnvSpec(e.label, e.id, e.args)
+            if specs.setdefault(spec.name, spec) != spec:
+                raise ValueError(f"env: two entries named {spec.name!r} differ; give one a `name`")
+    return list(specs.values())
 
 
 def add_import_paths(cfg: Config) -> None:
     """`[[env]] path`: importable here and in every subprocess (workers, harnesses, tool servers)."""
-    for entry in cfg.env:
-        if entry.path:
+    for entry in _entries(cfg):
+        if entry.path:  # (training and eval entries alike)
             path = str(Path(entry.path).expanduser().resolve())
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"env path: {entry.path}: no such directory")
@@ -81,10 +106,11 @@ def add_import_paths(cfg: Config) -> None:
             os.environ["PYTHONPATH"] = os.pathsep.join([path, *[p for p in parts if p != path]])
 
 
-def build_slots(cfg: Config) -> list[EnvSlot]:
+def build_slots(cfg: Config, entries: Sequence[EnvConfig] | None = None) -> list[EnvSlot]:
+    """The training environments (or `entries`, e.g. `[[eval.env]]`), loaded in this process."""
     add_import_paths(cfg)
     slots: list[EnvSlot] = []
-    for entry in cfg.env:
+    for entry in cfg.env if entries is None else entries:
         name = entry.label
         if any(s.name == name for s in slots):
             raise ValueError(f"env: two entries named {name!r}; give one a `name`")

@@ -47,7 +47,7 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         inner = ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items())
@@ -77,6 +77,11 @@ def _default(info: FieldInfo) -> Any:
     return info.examples[0] if info.examples else None
 
 
+def _doc(info: FieldInfo) -> str:
+    """The field's docstring on one line."""
+    return " ".join((info.description or "").split())
+
+
 def _line(text: str, doc: str, on: bool) -> str:
     text = text if on else f"# {text}"
     return f"{text.ljust(COMMENT_COLUMN - 1)} # {doc}" if doc else text
@@ -87,9 +92,9 @@ def _fields(model: type[BaseModel], chosen: dict[str, Any], on: bool) -> Iterato
     for key, info in model.model_fields.items():
         if _model_of(info)[0] is None and key not in HOSTED_ONLY_KEYS:
             if key in chosen:
-                yield _line(f"{key} = {toml_value(chosen[key])}", info.description or "", on)
+                yield _line(f"{key} = {toml_value(chosen[key])}", _doc(info), on)
             elif _default(info) is not None:
-                yield _line(f"{key} = {toml_value(_default(info))}", info.description or "", False)
+                yield _line(f"{key} = {toml_value(_default(info))}", _doc(info), False)
 
 
 def _sections(model: type[BaseModel], chosen: dict[str, Any], prefix: str) -> Iterator[str]:
@@ -103,7 +108,7 @@ def _sections(model: type[BaseModel], chosen: dict[str, Any], prefix: str) -> It
         head = f"[[{name}]]" if array else f"[{name}]"
         for entry in entries or [{}]:
             yield ""
-            yield _line(head, info.description or "", on)
+            yield _line(head, _doc(info), on)
             yield from _fields(sub, entry, on)
             yield from _sections(sub, entry if on else {}, f"{name}.")
 
@@ -119,14 +124,14 @@ def _rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]
         sub, array = _model_of(info)
         name = f"{prefix}{key}"
         if sub is not None:
-            yield (f"`[[{name}]]`" if array else f"`[{name}]`", "", info.description or "")
+            yield (f"`[[{name}]]`" if array else f"`[{name}]`", "", _doc(info))
             yield from _rows(sub, f"{name}.")
             continue
         default = info.default if info.default is not PydanticUndefined else "required"
         if info.default_factory is not None:
             default = info.default_factory()  # type: ignore[call-arg]
         shown = "required" if default == "required" else toml_value(default) if default is not None else "—"
-        yield (f"`{name}`", f"`{shown}`" if shown not in ("required", "—") else shown, info.description or "")
+        yield (f"`{name}`", f"`{shown}`" if shown not in ("required", "—") else shown, _doc(info))
 
 
 def config_table() -> str:
@@ -135,3 +140,40 @@ def config_table() -> str:
     bar = "\\|"  # a pipe inside a cell would end it
     lines += [f"| {k} | {d} | {m.replace('|', bar)} |" for k, d, m in _rows(Config, "")]
     return "\n".join(lines) + "\n"
+
+
+# `init --prime-rl`: prime-rl's own rl.toml shape (examples/reverse_text/rl_lora.toml), on a local model.
+PRIME_RL_STARTER = """\
+# prime-rl's rl.toml shape (what `uv run rl @ rl.toml` reads); rltrain maps each key to its own meaning
+# and announces the ones with no local meaning (inference server, wandb, weight broadcast).
+max_steps = 20
+seq_len = 512                        # prompt + completion; longer prompts are dropped with a count
+
+[model]
+name = "builtin:smollm2"             # a local model dir, hub id, registry name or builtin
+
+[orchestrator]
+batch_size = 32                      # rollouts per step
+rollouts_per_example = 8             # GRPO group size
+max_async_level = 1                  # sample ahead of the trainer by at most this many steps
+
+[orchestrator.sampling]
+max_tokens = 32
+temperature = 1.0
+
+[[orchestrator.env]]
+id = "reverse-text"
+
+[trainer.optim]
+lr = 1e-4
+weight_decay = 0.0
+
+[trainer.model.lora]
+rank = 16
+alpha = 32
+dropout = 0.0
+target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+[ckpt]
+interval = 10
+"""

@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,23 +241,32 @@ def build_tiny_model(
     torch.manual_seed(seed)
     model = _instantiate(family, config)
     model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=pad_id, do_sample=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         probe = "write 42 numbers"
         reloaded = AutoTokenizer.from_pretrained(tmp)
         if reloaded(probe)["input_ids"] != tokenizer(probe)["input_ids"]:
             raise RuntimeError("tiny tokenizer changed on reload (transformers swapped the class?)")
-        (tmp / "rltrain_tiny.json").write_text(json.dumps({"family": family, "recipe": RECIPE_VERSION}))
-        if out.exists() and not (out / "rltrain_tiny.json").is_file():
+
+    return publish_dir(out, write, "rltrain_tiny.json", {"family": family, "recipe": RECIPE_VERSION})
+
+
+def publish_dir(out: Path, write: Callable[[Path], None], marker: str, info: dict[str, Any]) -> Path:
+    """Build a model directory in a temp dir beside `out` and rename it into place, `marker` last: a
+    half-built directory is never visible, and of two processes building the same one, one wins."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write(tmp)
+        (tmp / marker).write_text(json.dumps(info))
+        if out.exists() and not (out / marker).is_file():
             shutil.rmtree(out)  # an explicit target that holds something else
         try:
             os.replace(tmp, out)
-        except OSError:
-            # Another process finished the same deterministic build first: keep theirs.
-            if not (out / "rltrain_tiny.json").is_file():
+        except OSError:  # another process finished the same deterministic build first: keep theirs
+            if not (out / marker).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

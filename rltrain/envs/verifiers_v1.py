@@ -36,6 +36,11 @@ def translate(entry: dict[str, Any], allow_bash: bool) -> tuple[dict[str, Any], 
             "[[env]] harness: verifiers 0.4 keeps the harness under the agent; read as agent.harness"
         )
     harness = agent.setdefault("harness", {"id": "null"})
+    if "runtime" in harness:  # the Prime template writes harness = {id, runtime}; 0.4 keeps it on the agent
+        agent.setdefault("runtime", harness.pop("runtime"))
+        notices.append(
+            "[[env]] harness.runtime: verifiers 0.4 keeps the runtime under the agent; read as agent.runtime"
+        )
     if harness.get("id") == "default":
         harness["id"] = "bash"
         notices.append("[[env]] harness id 'default' was renamed 'bash' in verifiers 0.4; read as 'bash'")

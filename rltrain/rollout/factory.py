@@ -13,6 +13,7 @@ from rltrain.families import backend_for, engine_overrides
 from rltrain.models import resolve_model_path
 from rltrain.rollout.backend import RolloutBackend
 from rltrain.rollout.hf_backend import HFBackend
+from rltrain.sizing import Sizing
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,9 @@ class TrainerModel:
     sharded: bool  # under FSDP: only its own forward runs, and every token is a collective
 
 
-def make_backend(cfg: Config, trainer: TrainerModel, dist: Dist | None = None) -> RolloutBackend:
+def make_backend(
+    cfg: Config, trainer: TrainerModel, dist: Dist | None = None, sizing: Sizing | None = None
+) -> RolloutBackend:
     """The configured rollout backend for this rank (`dist`: the ranks, when there are several)."""
     dist = dist or Dist()
     model_path = resolve_model_path(cfg.model)
@@ -63,6 +66,8 @@ def make_backend(cfg: Config, trainer: TrainerModel, dist: Dist | None = None) -
         dtype=str(trainer.dtype).removeprefix("torch."),
         max_lora_rank=cfg.lora.rank,
         seed=cfg.run.seed,
+        max_model_len=sizing.max_model_len if sizing else None,
+        kv_cache_bytes=sizing.kv_cache_bytes if sizing else None,
         device=trainer.device.type,
         device_index=trainer.device.index,
         max_num_seqs=cfg.max_inflight_rollouts,

@@ -44,6 +44,7 @@ class VLLMBackend(BackendBase):
         max_lora_rank: int,
         seed: int,
         max_model_len: int | None = None,
+        kv_cache_bytes: int | None = None,
         device: str = "cpu",
         device_index: int | None = None,
         max_num_seqs: int | None = None,
@@ -60,7 +61,8 @@ class VLLMBackend(BackendBase):
         self._next_lora_id = 1  # vLLM caches adapters by id: every load needs a fresh one
         start = time.perf_counter()
         vllm = self._vllm = self._import_vllm()
-        kwargs = self._engine_kwargs(rollout, dtype, seed, max_model_len or rollout.max_model_len)
+        length = max_model_len or rollout.max_model_len
+        kwargs = self._engine_kwargs(rollout, dtype, seed, length, kv_cache_bytes)
         if max_num_seqs is not None:  # the config's max_inflight_rollouts
             kwargs["max_num_seqs"] = max_num_seqs
         kwargs.update(engine_overrides or {})  # what a model family needs (rltrain.families)
@@ -96,7 +98,7 @@ class VLLMBackend(BackendBase):
         return vllm
 
     def _engine_kwargs(
-        self, rollout: RolloutConfig, dtype: str, seed: int, max_model_len: int | None
+        self, rollout: RolloutConfig, dtype: str, seed: int, max_model_len: int | None, kv_bytes: int | None
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(
             dtype=dtype,
@@ -113,7 +115,7 @@ class VLLMBackend(BackendBase):
             # vLLM's legacy env var overrides this inside vLLM; report what it will use.
             env = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "")
             gib = float(env) if env else rollout.cpu_kv_cache_gib
-            kwargs["kv_cache_memory_bytes"] = int(gib * GIB)
+            kwargs["kv_cache_memory_bytes"] = int(gib * GIB) if gib else (kv_bytes or GIB // 4)
             # vLLM 0.32 CPU: a seeded request whose prompt is split across steps crashes the engine
             # ("CPU Generator does not use offset"): batches over ~4k prompt tokens did. Unsplit prompts
             # also keep each seeded sample independent of what else is in the batch.

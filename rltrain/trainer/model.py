@@ -175,6 +175,10 @@ def load_policy(
         raise RuntimeError("lora: the adapter has no trainable parameters (check lora.target_modules)")
     # fused: one kernel for all LoRA tensors instead of a loop of small ops (0.84 -> 0.16 ms/step, tiny model)
     optimizer = torch.optim.AdamW(
-        params, lr=cfg.learning_rate, weight_decay=cfg.algorithm.weight_decay, fused=True
+        params,
+        lr=cfg.learning_rate,
+        weight_decay=cfg.algorithm.weight_decay,
+        betas=cfg.algorithm.betas,
+        fused=True,
     )
     return Policy(model, tokenizer, optimizer, _scheduler(cfg, optimizer), device, dtype)

@@ -211,6 +211,6 @@ def test_gpu_engine_arguments_are_vllms_own(index: int, tp: int, ids: list[int] 
     gpu = VLLMBackend.__new__(VLLMBackend)  # no engine: only the arguments are under test
     gpu.device, gpu.device_index, gpu.max_lora_rank = "cuda", index, RANK
     rollout = RolloutConfig(tensor_parallel_size=tp, enable_sleep_mode=True)
-    kwargs = gpu._engine_kwargs(rollout, "bfloat16", 0, None)
+    kwargs = gpu._engine_kwargs(rollout, "bfloat16", 0, None, None)
     assert kwargs.get("device_ids") == ids and kwargs["tensor_parallel_size"] == tp
     EngineArgs(model="unused", **kwargs)  # unknown keyword -> TypeError
