@@ -105,6 +105,13 @@ class Recorder:
             self.writer.close()
         self.set_status(status, error=error)
 
+    def write_curves(self) -> None:
+        """runs/<id>/curves.png (main rank): at each checkpoint and at the end of the run."""
+        if self.dist.is_main:
+            from rltrain.plots import write_curves
+
+            write_curves(self.run_dir)
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the counters."""
         return {"usage": asdict(self.usage), "last_metrics": self.last_metrics}

@@ -65,11 +65,19 @@ def test_hosted_config_parses_unchanged(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"max_stepz": 3}, "max_stepz: unknown key"),
+        ({"max_stepz": 3}, "max_stepz: unknown key — did you mean max_steps?"),
+        ({"sampling": 3}, "sampling: must be a section ([sampling] or sampling = {...}), got 3"),
+        ({"max_steps": {"x": 1}}, "max_steps: must be a value, not a section"),
+        ({"env": {"id": "digits"}}, "env: must be a list of sections ([[env]] tables), got a section"),
+        ({"env": "digits"}, "env: must be a list of sections ([[env]] tables), got 'digits'"),
+        ({"env": ["digits"]}, "env.0: must be a [[env]] table, got 'digits'"),
+        ({"env": [{"idd": "digits"}]}, "env.0.idd: unknown key — did you mean id?"),
+        ({"algorithm": {"varient": "dapo"}}, "algorithm.varient: unknown key — did you mean variant?"),
+        ({"zzz": 1}, "zzz: unknown key — see `python -m rltrain init` for every key"),
         ({"max_steps": "many"}, "max_steps: Input should be a valid integer"),
         ({"max_steps": -1}, "max_steps: Input should be greater than 0"),
         ({"sampling": {"max_tokenz": 3}}, "sampling.max_tokenz: unknown key"),
-        ({"loss": "sft"}, "loss: Value error, only 'rl' is supported"),
+        ({"loss": "sft"}, "loss: only 'rl' is supported"),
         ({"batch_size": 12}, "batch_size (12) must be a multiple of rollouts_per_example (8)"),
     ],
 )
@@ -86,6 +94,8 @@ def test_bad_configs_name_the_field(patch: dict, message: str) -> None:
         parse_config(data)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+    if patch == {"max_stepz": 3}:  # the typo, not its consequence (max_steps missing), is the error
+        assert "more" not in str(err.value)
 
 
 def test_missing_model() -> None:
@@ -122,11 +132,31 @@ def test_dotted_overrides(tmp_path: Path) -> None:
             "env.0.bogus: unknown key",
         ),
         ("model = \n", "invalid TOML"),
+        (b"\x80\x81binary\xff", "not a UTF-8 text file (byte 0x80 at offset 0)"),
+        ("model = 'caf\xe9'\n".encode("latin-1"), "not a UTF-8 text file (byte 0xe9 at offset 12)"),
+        ("DIR", "cannot read: Is a directory"),
+        ("OVERRIDE --=3", "override --: not a key"),
+        ("OVERRIDE --sampling..x 1", "override --sampling..x: not a key"),
+        ("OVERRIDE --max_steps.x 1", "max_steps.x: max_steps is not a section"),
+        ("OVERRIDE --sampling {a=", "sampling: must be a section"),
+        ("OVERRIDE --max_steps", "override --max_steps needs a value"),
     ],
 )
-def test_cli_exits_2_with_one_line(tmp_path: Path, text: str, needle: str) -> None:
+def test_cli_exits_2_with_one_line(tmp_path: Path, text: str | bytes, needle: str) -> None:
+    path, overrides = tmp_path / "c.toml", []
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text == "DIR":
+        path.mkdir()
+    elif text.startswith("OVERRIDE"):
+        path.write_text(
+            "model = 'm'\nmax_steps = 1\nbatch_size = 8\nrollouts_per_example = 8\n[[env]]\nid = 'x'\n"
+        )
+        overrides = text.split()[1:]
+    else:
+        path.write_text(text)
     proc = subprocess.run(
-        [sys.executable, "-m", "rltrain", "--config", str(_write(tmp_path, text))],
+        [sys.executable, "-m", "rltrain", "--config", str(path), *overrides],
         capture_output=True,
         text=True,
         timeout=60,

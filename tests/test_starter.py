@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
-import tomllib
 from pydantic import BaseModel
 
 from rltrain.config import HOSTED_ONLY_KEYS, Config, parse_config

@@ -18,7 +18,13 @@ from typing import Any
 
 from rltrain.envs.base import Environment
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "environments"
+# The repository's environments/ folder: inside the package once installed from a wheel
+# (pyproject.toml maps it to rltrain.environments), beside it in a checkout or an editable install.
+_HERE = Path(__file__).resolve()
+BUILTIN_DIR = next(
+    (d for d in (_HERE.parents[1] / "environments", _HERE.parents[2] / "environments") if d.is_dir()),
+    _HERE.parents[2] / "environments",
+)
 ENTRY_POINT_GROUP = "rltrain.environments"
 
 

@@ -1,0 +1,73 @@
+"""Training curves: runs/<id>/curves.png at every checkpoint and at the end, and the overlay of several
+runs (`runs plot`, tested in tests/test_cli.py)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from rltrain.config import parse_config
+from rltrain.plots import PANELS, draw
+from rltrain.run import train
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _rows(reward: float, envs: tuple[str, ...] = ("digits",)) -> list[dict[str, Any]]:
+    rows = []
+    for step in range(1, 6):
+        row = {"step": step, "reward_mean": reward * step, "loss": 0.1 / step, "kl": 0.0, "mismatch_kl": 1e-4}
+        row |= {"completion_len_mean": 10.0 + step, "tok_s": 100.0, "gen_tok_s": 80.0, "train_tok_s": 300.0}
+        row |= {f"env/{e}/reward_mean": reward * step * (i + 1) for i, e in enumerate(envs)}
+        if step % 2 == 0:
+            row["eval/digits/avg@1"] = 0.5
+        rows.append(row)
+    return rows
+
+
+def _valid_png(path: Path) -> bytes:
+    data = path.read_bytes()
+    assert data.startswith(PNG)
+    with Image.open(io.BytesIO(data)) as img:
+        img.verify()  # chunks and CRCs
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == "PNG" and img.size == (1200, 640)
+    return data
+
+
+def test_curves_are_a_png_whose_pixels_follow_the_data(tmp_path: Path) -> None:
+    a = _valid_png(draw({"run": _rows(0.1)}, tmp_path / "a.png"))
+    again = _valid_png(draw({"run": _rows(0.1)}, tmp_path / "again.png"))
+    b = _valid_png(draw({"run": _rows(0.2)}, tmp_path / "b.png"))
+    assert a == again  # deterministic: what differs below is the data
+    assert a != b
+    assert not list(tmp_path.glob(".*.tmp"))  # written whole, then renamed into place
+
+
+def test_panels_cover_rewards_per_environment_eval_loss_kl_length_and_throughput() -> None:
+    mixed = _rows(0.1, envs=("digits", "caps"))
+    keys = {p.title: p.series(mixed) for p in PANELS}
+    assert keys["reward"] == ["reward_mean", "env/caps/reward_mean", "env/digits/reward_mean"]
+    assert keys["eval (avg@k, pass@k)"] == ["eval/digits/avg@1"]
+    assert keys["loss"] == ["loss"] and keys["KL / mismatch"] == ["kl", "mismatch_kl"]
+    assert keys["completion length (tokens)"] == ["completion_len_mean"]
+    assert keys["tokens/s"] == ["tok_s", "gen_tok_s", "train_tok_s"]
+    assert {p.title: p.series(_rows(0.1)) for p in PANELS}["reward"] == ["reward_mean"]  # one env: no repeat
+
+
+def test_a_run_writes_curves_at_each_checkpoint_and_at_the_end(run_config) -> None:
+    seen: dict[int, bytes | None] = {}
+
+    def on_step(step: int, metrics: dict[str, Any]) -> None:  # before this step's own checkpoint
+        path = Path(cfg.run.output_dir) / "curves" / "curves.png"
+        seen[step] = path.read_bytes() if path.exists() else None
+
+    cfg = parse_config(run_config(max_steps=3, checkpoints={"interval": 2}, run__id="curves"))
+    run = train(cfg, on_step=on_step)
+    assert seen[1] is None and seen[2] is None  # nothing before the first checkpoint
+    assert seen[3] is not None and seen[3].startswith(PNG)  # step 2's checkpoint drew it
+    final = _valid_png(run.run_dir / "curves.png")
+    assert final != seen[3]  # redrawn at the end, with step 3
