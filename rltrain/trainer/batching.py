@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from rltrain.trainer.packing import PackedInputs, pack
 from rltrain.types import Sample
 
 
@@ -26,7 +27,9 @@ class MicroBatch:
     mask: Tensor  # [B, T] float, loss mask (0 on padding)
     inference_logprobs: Tensor  # [B, T]
     advantages: Tensor  # [B]
+    staleness: Tensor  # [B] adapter versions between each sample's sampling and this update
     filler: bool = False  # trains on nothing: only keeps a rank in step with the others' collectives
+    packed: PackedInputs | None = None  # the model's input as packed rows (then input_ids... are unused)
 
     @property
     def completion_width(self) -> int:
@@ -42,10 +45,23 @@ class MicroBatch:
             mask=self.mask.to(device),
             inference_logprobs=self.inference_logprobs.to(device),
             advantages=self.advantages.to(device),
+            staleness=self.staleness.to(device),
+            packed=self.packed.to(device) if self.packed is not None else None,
         )
 
+    @property
+    def positions(self) -> int:
+        """Token positions the forward computes, padding included."""
+        return int((self.packed.input_ids if self.packed is not None else self.input_ids).numel())
 
-def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
+    @property
+    def real_tokens(self) -> int:
+        """Tokens through the forward that are not padding (a packed prompt counts once)."""
+        return self.packed.tokens if self.packed is not None else int(self.attention_mask.sum())
+
+
+def collate(samples: Sequence[Sample], pad_id: int, version: int = 0, row_tokens: int = 0) -> MicroBatch:
+    """The padded layout, and with `row_tokens` > 0 the packed rows the model then reads instead."""
     b = len(samples)
     p = max(len(s.prompt_ids) for s in samples)
     t = max(max(len(s.completion_ids) for s in samples), 1)
@@ -66,10 +82,16 @@ def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
     # positions count real tokens only, so a left-padded row sees the same positions as unpadded
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # [B, P + T]
     advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
-    return MicroBatch(input_ids, attention, positions, completion, mask, inf_lp, advantages)
+    staleness = torch.tensor([max(version - s.version, 0) for s in samples], dtype=torch.long)
+    packed = pack(samples, pad_id, row_tokens) if row_tokens else None
+    return MicroBatch(
+        input_ids, attention, positions, completion, mask, inf_lp, advantages, staleness, packed=packed
+    )
 
 
-def micro_batches(samples: Sequence[Sample], size: int, pad_id: int) -> list[MicroBatch]:
+def micro_batches(
+    samples: Sequence[Sample], size: int, pad_id: int, *, version: int = 0, row_tokens: int = 0
+) -> list[MicroBatch]:
     """Micro-batches of at most `size` rows that never mix groups from different blocks.
 
     Groups are packed into blocks of `size // group_size` consecutive global group ids, so the
@@ -86,5 +108,7 @@ def micro_batches(samples: Sequence[Sample], size: int, pad_id: int) -> list[Mic
         blocks.setdefault(gid // per_block, []).extend(by_group[gid])
     out: list[MicroBatch] = []
     for block in blocks.values():
-        out.extend(collate(block[i : i + size], pad_id) for i in range(0, len(block), size))
+        out.extend(
+            collate(block[i : i + size], pad_id, version, row_tokens) for i in range(0, len(block), size)
+        )
     return out

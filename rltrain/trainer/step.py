@@ -17,6 +17,7 @@ from rltrain.distributed import Dist
 from rltrain.trainer.batching import MicroBatch, micro_batches
 from rltrain.trainer.fsdp import full
 from rltrain.trainer.model import Policy
+from rltrain.trainer.packing import packing_supported
 from rltrain.types import Sample
 
 
@@ -29,13 +30,14 @@ class TrainSettings:
     max_tokens: int  # the sampling budget (dr_grpo's normaliser)
     temperature: float  # the sampler's: logprobs are of logits / temperature
     max_grad_norm: float
+    row_tokens: int = 0  # packed rows of at most this many tokens (0: padded rows, a prompt per sample)
 
     @classmethod
     def from_config(cls, cfg: Config) -> TrainSettings:
         a = cfg.algorithm
         loss = LossConfig(
             variant=a.variant,
-            eps_low=a.clip_eps_low,
+            eps_low=a.eps_low,
             eps_high=a.eps_high,
             kl_coef=a.kl_coef,
             mismatch_mode=a.mismatch.mode,
@@ -43,7 +45,12 @@ class TrainSettings:
         )
         temp = cfg.sampling.temperature
         return cls(
-            loss, a.micro_batch_size, cfg.sampling.max_tokens, temp if temp > 0 else 1.0, a.max_grad_norm
+            loss,
+            a.micro_batch_size,
+            cfg.sampling.max_tokens,
+            temp if temp > 0 else 1.0,
+            a.max_grad_norm,
+            a.pack_tokens,
         )
 
 
@@ -63,6 +70,8 @@ class NonFiniteUpdates:
 
 def completion_logits(model: Any, mb: MicroBatch) -> Tensor:
     """Logits that predict each completion token, [B, T, V]; only those positions hit lm_head."""
+    if mb.packed is not None:
+        return _packed_logits(model, mb)
     t = mb.completion_width
     out = model(
         input_ids=mb.input_ids,
@@ -72,6 +81,28 @@ def completion_logits(model: Any, mb: MicroBatch) -> Tensor:
         logits_to_keep=t + 1,
     )
     return out.logits[:, :-1, :].float()  # [B, T, V]: position P-1+j predicts completion token j
+
+
+def _packed_logits(model: Any, mb: MicroBatch) -> Tensor:
+    """The same logits from packed rows (trainer/packing.py), scattered back to [B, T, V]."""
+    pk = mb.packed
+    assert pk is not None
+    mask = pk.allowed  # [R, 1, L, L] bool, as sdpa and flex take it; eager adds a float mask
+    if model.config._attn_implementation == "eager":
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min
+        )
+    out = model(
+        input_ids=pk.input_ids,
+        attention_mask=mask,
+        position_ids=pk.position_ids,
+        use_cache=False,
+        logits_to_keep=pk.keep,
+    )
+    flat = out.logits[pk.pick[:, 0], pk.pick[:, 1]].float()  # [N, V]
+    b, t = mb.completion_ids.shape
+    return flat.new_zeros(b, t, flat.shape[-1]).index_put((pk.where[:, 0], pk.where[:, 1]), flat)  # [B, T, V]
 
 
 @torch.no_grad()
@@ -101,18 +132,22 @@ def _micro_step(
             ref = token_logprobs(completion_logits(policy.model, mb), mb.completion_ids, temp)
     inputs = LossInputs(
         logprobs=logprobs,
-        old_logprobs=logprobs.detach(),  # one update per batch: the sampling policy is the current one
-        inference_logprobs=mb.inference_logprobs,
+        inference_logprobs=mb.inference_logprobs,  # the sampling policy: the ratio's "old" side
         advantages=mb.advantages,
         mask=mb.mask,
         ref_logprobs=ref,
+        staleness=mb.staleness,
     )
     out = policy_loss(inputs, cfg, norm)
     out.loss.backward()
     stats = dict(out.stats)
+    stats["age_sum"] = float(mb.staleness.sum())
+    stats["sequences"] = float(mb.staleness.numel())
+    stats["age_max"] = float(mb.staleness.max()) if mb.staleness.numel() else 0.0
     stats["loss"] = float(out.loss.detach())
     stats["entropy_sum"] = float((entropy(logits.detach(), temp) * mb.mask).sum())
-    stats["forward_tokens"] = float(mb.attention_mask.sum())
+    stats["forward_tokens"] = float(mb.real_tokens)
+    stats["positions"] = float(mb.positions)
     return stats
 
 
@@ -126,7 +161,11 @@ SUM_KEYS = (
     "is_masked_tokens",
     "entropy_sum",
     "forward_tokens",
+    "positions",
+    "age_sum",
+    "sequences",
 )
+MAX_KEYS = ("is_ratio_max", "age_max")
 
 
 def _filler(pad_id: int) -> MicroBatch:
@@ -140,7 +179,7 @@ def _accumulate(
 ) -> tuple[dict[str, float], list[torch.Tensor]]:
     """Per micro-batch forward/backward; gradients summed in float64 so that the grouping of the sum
     (one process, or partial sums per rank) does not change the float32 result."""
-    totals = dict.fromkeys(SUM_KEYS, 0.0) | {"is_ratio_max": 0.0}
+    totals = dict.fromkeys(SUM_KEYS + MAX_KEYS, 0.0)
     params = policy.trainable_parameters()
     grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     for mb in batches:
@@ -148,9 +187,10 @@ def _accumulate(
             stats = _micro_step(policy, mb.to(policy.device), settings.loss, norm, settings.temperature)
         except torch.OutOfMemoryError:
             raise RuntimeError(
-                f"out of memory in a micro-batch of {mb.input_ids.shape[0]} sequences x "
-                f"{mb.input_ids.shape[1]} tokens: lower algorithm.micro_batch_size (now "
-                f"{settings.micro_batch_size}) or sampling.max_tokens (now {settings.max_tokens})"
+                f"out of memory in a micro-batch of {mb.input_ids.shape[0]} sequences ({mb.positions} "
+                f"token positions): lower algorithm.micro_batch_size (now {settings.micro_batch_size}), "
+                f"algorithm.pack_tokens (now {settings.row_tokens}) or sampling.max_tokens (now "
+                f"{settings.max_tokens})"
             ) from None
         for g, p in zip(grads, params, strict=True):
             if p.grad is not None:
@@ -159,7 +199,7 @@ def _accumulate(
         if mb.filler:
             continue
         for k, v in stats.items():
-            totals[k] = max(totals[k], v) if k.endswith("_max") else totals[k] + v
+            totals[k] = max(totals.get(k, 0.0), v) if k.endswith("_max") else totals.get(k, 0.0) + v
     return totals, grads
 
 
@@ -174,7 +214,11 @@ def _reduce(
     sums = torch.tensor([totals[k] for k in SUM_KEYS], dtype=torch.float64)
     dist.all_reduce_sum([sums])
     out = dict(zip(SUM_KEYS, sums.tolist(), strict=True))
-    out["is_ratio_max"] = max(dist.all_gather(totals["is_ratio_max"]))
+    # maxima and the per-age sums (their keys depend on the ages present): gathered as plain dicts
+    extra = {k: v for k, v in totals.items() if k not in SUM_KEYS}
+    for theirs in dist.all_gather(extra):
+        for k, v in theirs.items():
+            out[k] = max(out.get(k, 0.0), v) if k in MAX_KEYS else out.get(k, 0.0) + v
     return out
 
 
@@ -188,7 +232,10 @@ def train_step(
     norm = LossNorm(num_sequences=int(counts[0]), num_tokens=int(counts[1]), max_tokens=settings.max_tokens)
     policy.optimizer.zero_grad(set_to_none=True)
     pad_id = policy.tokenizer.pad_token_id
-    batches = micro_batches(samples, settings.micro_batch_size, pad_id)
+    rows = settings.row_tokens if packing_supported(policy.model.config) else 0
+    batches = micro_batches(
+        samples, settings.micro_batch_size, pad_id, version=policy.version, row_tokens=rows
+    )
     if policy.sharded:  # every forward/backward is a collective: all ranks run as many
         batches += [_filler(pad_id)] * (max(dist.all_gather(len(batches))) - len(batches))
     totals = _reduce(policy, *_accumulate(policy, batches, settings, norm), dist)
@@ -199,10 +246,12 @@ def train_step(
     if skipped:
         policy.optimizer.zero_grad(set_to_none=True)
     else:
-        policy.optimizer.step()
+        with policy.lock:  # a sampler snapshotting the live weights never sees half an update
+            policy.optimizer.step()
     policy.scheduler.step()
+    policy.version += 1
     tokens = max(totals["tokens"], 1.0)
-    return {
+    return _by_age(totals) | {
         "loss": totals["loss"],
         "entropy": totals["entropy_sum"] / tokens,
         "clip_frac": totals["clipped_tokens"] / tokens,
@@ -214,5 +263,18 @@ def train_step(
         "grad_norm": grad_norm,
         "lr": lr,
         "training_tokens": totals["forward_tokens"],
+        "pad_frac": 1.0 - totals["forward_tokens"] / max(totals["positions"], 1.0),
         "skipped_update": float(skipped),
+        "staleness_mean": totals["age_sum"] / max(totals["sequences"], 1.0),
+        "staleness_max": totals["age_max"],
     }
+
+
+def _by_age(totals: dict[str, float]) -> dict[str, float]:
+    """The mean importance ratio of the samples drawn k adapter versions ago, for each age k present."""
+    out = {}
+    for key, value in totals.items():
+        if key.startswith("is_ratio_sum/age_"):
+            age = key.rsplit("_", 1)[1]
+            out[f"is_ratio_mean/age_{age}"] = value / max(totals.get(f"tokens/age_{age}", 0.0), 1.0)
+    return out

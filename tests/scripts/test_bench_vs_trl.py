@@ -16,17 +16,19 @@ SCRIPT = REPO / "scripts" / "bench_vs_trl.py"
 
 def test_rltrain_half_writes_the_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    args = ["--only", "rltrain", "--steps", "2", "--rounds", "1", "--out", str(out)]
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+    args = ["--cases", "tiny", "--only", "rltrain", "--threads", "1", "--steps", "2", "--rounds", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--out", str(out)], capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "rltrain" in proc.stdout and str(out) in proc.stdout
-    result = json.loads(out.read_text())
+    assert "rltrain@1" in proc.stdout and str(out) in proc.stdout
+    result = json.loads(out.read_text())["tiny"]
     assert result["settings"]["steps"] == 2 and result["settings"]["warmup_steps_excluded"] == 1
-    assert set(result["engines"]) == {"rltrain"}
-    assert set(result["ratios_trl_over_rltrain"].values()) == {None}  # one engine: no ratio
-    s = result["engines"]["rltrain"]
+    assert set(result["engines"]) == {"rltrain@1"}
+    assert result["ratios"] == {}  # no TRL run: nothing to compare with
+    s = result["engines"]["rltrain@1"]
     assert s["median_step_s"] > 0 and s["median_cycle_cpu_s"] > 0 and s["completion_tok_s"] > 0
-    assert s["peak_rss_mib"] > 50
+    assert s["peak_rss_mib"] > 50 and s["median_train_s"] > 0 and s["median_pad_frac"] == 0.0  # packed
     assert len(s["reward_curve"]) == 2 and all(0.0 <= r <= 1.0 for r in s["reward_curve"])
     (run,) = s["runs"]
     assert len(run["step_s"]) == len(run["reward"]) == len(run["completion_tokens"]) == 2
@@ -36,7 +38,7 @@ def test_rltrain_half_writes_the_json(tmp_path: Path) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("trl") is not None, reason="TRL is installed here")
 def test_without_trl_it_says_how_to_install_and_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--steps", "2", "--out", str(tmp_path / "x.json")],
+        [sys.executable, str(SCRIPT), "--cases", "tiny", "--steps", "2", "--out", str(tmp_path / "x.json")],
         capture_output=True,
         text=True,
         timeout=60,
