@@ -44,18 +44,28 @@ def _mean_abs(a: list[float], b: list[float]) -> float:
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / max(len(a), 1)
 
 
-def landed_check(backend: RolloutBackend, policy: Policy, tol: float) -> float:
-    """Mean |backend - trainer| logprob on a fixed probe; raises when the adapter did not land."""
+def trainer_probe(policy: Policy) -> list[float]:
+    """The trainer's logprobs of the landed check's probe, under its current adapter."""
+    return sequence_logprobs(policy, [_probe(policy)], temperature=1.0)[0]
+
+
+def landed_check(
+    backend: RolloutBackend, policy: Policy, tol: float, mine: list[float] | None = None
+) -> float:
+    """Mean |backend - trainer| logprob on a fixed probe; raises when the adapter did not land.
+    `mine`: the trainer's probe logprobs when taken earlier (at the version the backend now holds)."""
     probe = _probe(policy)
-    mine = sequence_logprobs(policy, [probe], temperature=1.0)[0]
+    given = mine is not None
+    mine = mine if mine is not None else sequence_logprobs(policy, [probe], temperature=1.0)[0]
     theirs = backend.score_logprobs(probe.prompt_ids, probe.completion_ids)
     diff = _mean_abs(mine, theirs)
-    if diff > tol and not policy.sharded:  # sharded: every rank would have to run this forward too
-        with policy.model.disable_adapter():
-            base = sequence_logprobs(policy, [probe], temperature=1.0)[0]
-        hint = (
-            " — it matches the base model: the adapter was ignored" if _mean_abs(base, theirs) < diff else ""
-        )
+    if diff > tol and not policy.sharded:  # sharded: every rank would have to run the hint's forward
+        hint = ""
+        if not given:  # the trainer holds the version the engine was given: compare with the base model
+            with policy.model.disable_adapter():
+                base = sequence_logprobs(policy, [probe], temperature=1.0)[0]
+            if _mean_abs(base, theirs) < diff:
+                hint = " — it matches the base model: the adapter was ignored"
         raise AdapterNotLanded(
             f"landed check failed: {backend.name} logprobs differ from the trainer's by {diff:.4g} "
             f"(tolerance {tol:g}){hint}; refusing to train off-policy"
@@ -78,10 +88,11 @@ class AdapterSync:
         self.backend, self.policy, self.settings = backend, policy, settings
 
     def push(self, step: int, first: bool = False) -> dict[str, float]:
-        """The adapter after `step` becomes version step + 1; returns sync timings and landed_diff."""
+        """The adapter after `step` (version `step`: updates applied) reaches the engine; returns sync
+        timings and landed_diff. (Its directory is v{step + 1}: the adapter the next step samples.)"""
         backend, policy, s = self.backend, self.policy, self.settings
         if backend.reads_live_weights:  # it samples the trainer's own model: nothing to hand over
-            backend.load_adapter(None, step + 1)
+            backend.load_adapter(None, step)
             return {}
         t0 = time.perf_counter()
         out: dict[str, float] = {}
@@ -90,16 +101,33 @@ class AdapterSync:
                 probe = export_adapter(
                     policy.model, s.live_dir / "probe", s.model_type, policy.adapter_state()
                 )
-                backend.load_adapter(probe, step + 1)
+                backend.load_adapter(probe, step)
                 out["landed_diff"] = landed_check(backend, policy, s.tolerance)
             shutil.rmtree(s.live_dir / "probe", ignore_errors=True)
-        path = export_adapter(policy.model, s.live_dir / f"v{step + 1}", s.model_type, policy.adapter_state())
-        backend.load_adapter(path, step + 1)
-        for old in s.live_dir.glob("v*"):
-            if old != path:
-                shutil.rmtree(old, ignore_errors=True)
-        out["adapter_sync_s"] = time.perf_counter() - t0
-        out.update({f"{backend.name}/{k}": v for k, v in backend.timings.items()})
-        if not first and s.interval and step % s.interval == 0:
+        out.update(self.load(self.export(step), step, t0))
+        if not first and self.check_due(step):
             out["landed_diff"] = landed_check(backend, policy, s.tolerance)
         return out
+
+    def check_due(self, step: int) -> bool:
+        return bool(self.settings.interval) and step % self.settings.interval == 0
+
+    def export(self, step: int) -> Path | None:
+        """On the trainer's side: the adapter after `step` written for the engine (None: the backend
+        reads the trainer's live weights)."""
+        if self.backend.reads_live_weights:
+            return None
+        s, policy = self.settings, self.policy
+        return export_adapter(policy.model, s.live_dir / f"v{step + 1}", s.model_type, policy.adapter_state())
+
+    def load(self, path: Path | None, step: int, since: float | None = None) -> dict[str, float]:
+        """On the engine's side: sample with the adapter at `path` (version `step`) from now on."""
+        t0 = since if since is not None else time.perf_counter()
+        self.backend.load_adapter(path, step)
+        if path is None:
+            return {}
+        for old in self.settings.live_dir.glob("v*"):
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+        out = {"adapter_sync_s": time.perf_counter() - t0}
+        return out | {f"{self.backend.name}/{k}": v for k, v in self.backend.timings.items()}

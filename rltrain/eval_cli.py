@@ -9,9 +9,9 @@ from pathlib import Path
 
 from rltrain.config import ConfigError, load_config
 from rltrain.distributed import Dist
+from rltrain.engine import build_engine, size_run
 from rltrain.evaluate import EvalPlan, EvalTarget, evaluate
 from rltrain.models import resolve_model_path
-from rltrain.run import build_engine, size_run
 from rltrain.rundir import build_slots, eval_entries
 from rltrain.trainer.model import load_policy
 

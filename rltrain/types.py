@@ -62,6 +62,7 @@ class Completion:
     logprobs: list[float]
     text: str
     finish_reason: str  # "stop" (a stop token ended it) or "length"
+    version: int | None = None  # the adapter version the engine reports for its tokens (None: unreported)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Sample:
     reward: float
     advantage: float
     group_id: int = 0
+    version: int = 0  # the adapter version (optimizer steps applied) that sampled it
     metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -12,8 +12,11 @@ After every kill: run.json parses and validates against the schema, and every co
 loads. At the end of every trial: status succeeded, the record validates, every step is logged exactly
 once, the record's checkpoints are complete, and metrics, token usage and the final adapter equal the
 reference run's (resume is exact). `--checkpoint-kills` more trials are killed in the middle of writing
-a (randomly chosen) checkpoint, which random instants rarely hit. Prints a summary and writes it as JSON;
-exits 1 on any failure.
+a (randomly chosen) checkpoint, which random instants rarely hit; `--interrupts` more get Ctrl-C (SIGINT:
+status cancelled, exit 0) instead of SIGKILL. `--max-async-level 1` runs the producer ahead: a resume
+then samples its first batch afresh, so the runs are compared on the same prompts in the same order,
+not value for value (scripts/fault_checks.py). Prints a summary and writes it as JSON; exits 1 on any
+failure.
 """
 
 from __future__ import annotations
@@ -29,15 +32,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from fault_checks import final_problems, kill_problems, phase  # scripts/, next to this file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # check with this checkout's rltrain, the one the runs use (cwd=REPO)
 DEMO = REPO / "configs" / "demo.toml"
-# Metrics that must not change when a run is killed and resumed (timings and throughput may).
-EXACT = ("reward_mean", "loss", "grad_norm", "input_tokens", "output_tokens", "training_tokens")
 
 
 def launch(args: argparse.Namespace, run_id: str, log: Path) -> subprocess.Popen[bytes]:
@@ -49,6 +52,7 @@ def launch(args: argparse.Namespace, run_id: str, log: Path) -> subprocess.Popen
         cmd += ["--config", str(DEMO), "--rollout.backend", "hf", "--max_steps", str(args.max_steps)]
         cmd += ["--checkpoints.interval", str(args.interval), "--run.id", run_id]
         cmd += ["--run.output_dir", str(args.out), "--run.progress", "false"]
+        cmd += ["--max_async_level", str(args.max_async_level)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with log.open("ab") as f:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -81,85 +85,6 @@ def reference(args: argparse.Namespace, run_id: str = "reference") -> float:
     return active or time.monotonic() - t0
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    from rltrain.record import read_jsonl
-
-    return read_jsonl(path)
-
-
-def phase(run_dir: Path, max_steps: int) -> str:
-    """Where the kill landed, from what it left on disk."""
-    from rltrain.checkpoint import complete_checkpoints
-
-    if not (run_dir / "run.json").exists():
-        return "before the record existed"
-    status = json.loads((run_dir / "run.json").read_text())["status"]
-    if status in ("succeeded", "failed", "cancelled"):
-        return f"after the run ended ({status})"
-    if list((run_dir / "checkpoints").glob(".step_*")):
-        return "during a checkpoint write"
-    done = complete_checkpoints(run_dir)
-    if not read_rows(run_dir / "metrics.jsonl") and not done:
-        return "before the first step"
-    if not done:
-        return "before the first checkpoint"
-    return "after the final checkpoint" if done[-1].name == f"step_{max_steps}" else "between checkpoints"
-
-
-def kill_problems(run_dir: Path) -> list[str]:
-    """What a kill may never break: a parseable, valid record and loadable complete checkpoints."""
-    import jsonschema
-    from safetensors.torch import load_file
-
-    from rltrain.checkpoint import complete_checkpoints, load_trainer_state
-    from rltrain.record import load_schema
-
-    problems = []
-    if (run_dir / "run.json").exists():
-        try:
-            jsonschema.validate(json.loads((run_dir / "run.json").read_text()), load_schema())
-            json.loads((run_dir / "config.json").read_text())
-        except (ValueError, OSError, jsonschema.ValidationError) as err:
-            problems.append(f"record/config after kill: {type(err).__name__}: {err}")
-    for ckpt in complete_checkpoints(run_dir):
-        try:
-            load_file(str(ckpt / "adapter_model.safetensors"))
-            assert int(load_trainer_state(ckpt)["step"]) == int(ckpt.name[5:])
-        except Exception as err:  # any failure to load is the finding
-            problems.append(f"{ckpt.name} after kill: {type(err).__name__}: {err}")
-    return problems
-
-
-def final_problems(run_dir: Path, max_steps: int, ref: Path | None) -> list[str]:
-    import jsonschema
-    from safetensors.torch import load_file
-
-    from rltrain.record import load_schema
-
-    rec = json.loads((run_dir / "run.json").read_text())
-    jsonschema.validate(rec, load_schema())
-    rows = read_rows(run_dir / "metrics.jsonl")
-    problems = [] if rec["status"] == "succeeded" else [f"status {rec['status']}: {rec.get('error')}"]
-    if [r["step"] for r in rows] != list(range(1, max_steps + 1)):
-        problems.append(f"steps logged: {[r['step'] for r in rows]}")
-    problems += [
-        f"incomplete checkpoint {c}" for c in rec["checkpoints"] if not (Path(c) / "COMPLETE").is_file()
-    ]
-    if ref is None or problems:
-        return problems
-    ref_rows = read_rows(ref / "metrics.jsonl")
-    if [[r.get(k) for k in EXACT] for r in rows] != [[r.get(k) for k in EXACT] for r in ref_rows]:
-        problems.append("metrics differ from the reference run")
-    ref_usage = json.loads((ref / "run.json").read_text())["usage"]
-    if any(rec["usage"][k] != ref_usage[k] for k in ("input_tokens", "output_tokens", "training_tokens")):
-        problems.append(f"usage {rec['usage']} != reference {ref_usage}")
-    name = f"checkpoints/step_{max_steps}/adapter_model.safetensors"
-    a, b = load_file(str(run_dir / name)), load_file(str(ref / name))
-    if a.keys() != b.keys() or max(float((a[k] - b[k]).abs().max()) for k in a) > 1e-5:
-        problems.append("final adapter differs from the reference run")
-    return problems
-
-
 def wait_for_checkpoint_write(proc: subprocess.Popen[bytes], run_dir: Path, nth: int) -> None:
     """Until the nth checkpoint is being written (its hidden temp dir exists), or the process ends."""
     seen: set[str] = set()
@@ -173,7 +98,7 @@ def wait_for_checkpoint_write(proc: subprocess.Popen[bytes], run_dir: Path, nth:
 def run_launch(
     args: argparse.Namespace, proc: subprocess.Popen[bytes], rng: random.Random, active_s: float, out: dict
 ) -> bool:
-    """Kill this launch (while kills remain) or let it end; False: the trial is over."""
+    """Kill or interrupt this launch (while faults remain) or let it end; False: the trial is over."""
     run_dir = args.out / out["id"]
     if len(out["kills"]) < args.kills_per_trial:
         wait_until_open(proc, run_dir)  # imports take seconds and touch nothing: skip them
@@ -185,16 +110,28 @@ def run_launch(
         try:
             proc.wait(timeout=0.0 if out["id"].startswith("ckpt") else delay)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            ctrl_c = out["id"].startswith("int")
+            proc.send_signal(signal.SIGINT if ctrl_c else signal.SIGKILL)
+            rc = proc.wait(timeout=args.timeout)
             out["kills"].append({"at": round(delay, 2), "phase": phase(run_dir, args.max_steps)})
-            out["problems"] += kill_problems(run_dir)
+            out["problems"] += kill_problems(run_dir) + (interrupt_problems(run_dir, rc) if ctrl_c else [])
             return True
         out["kills"].append({"at": round(delay, 2), "phase": "after the process had exited"})
     if proc.wait(timeout=args.timeout) != 0:
         out["problems"].append(f"launch {out['launches']} exited {proc.returncode}; see {run_dir}.log")
         return False
     return json.loads((run_dir / "run.json").read_text())["status"] != "succeeded"
+
+
+def interrupt_problems(run_dir: Path, rc: int) -> list[str]:
+    """Ctrl-C: the run stops after its step with a final checkpoint, `cancelled`, exit 0 (or it had
+    already ended, or had not yet written its record)."""
+    if not (run_dir / "run.json").exists():
+        return []
+    status = json.loads((run_dir / "run.json").read_text())["status"]
+    if rc != 0 or status not in ("cancelled", "succeeded"):
+        return [f"Ctrl-C: exit {rc}, status {status}; see {run_dir}.log"]
+    return []
 
 
 def trial(args: argparse.Namespace, name: str, rng: random.Random, active_s: float) -> dict[str, Any]:
@@ -209,7 +146,8 @@ def trial(args: argparse.Namespace, name: str, rng: random.Random, active_s: flo
         finally:
             if proc.poll() is None:  # interrupted harness: leave no training process behind
                 proc.kill()
-    out["problems"] += final_problems(args.out / out["id"], args.max_steps, args.out / "reference")
+    ref, exact = args.out / "reference", args.max_async_level == 0
+    out["problems"] += final_problems(args.out / out["id"], args.max_steps, ref, exact)
     return out
 
 
@@ -218,7 +156,7 @@ def summarize(
 ) -> dict[str, Any]:
     kills = [k for t in trials for k in t["kills"]]
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -228,11 +166,13 @@ def summarize(
             "config": "configs/demo.toml",
             "max_steps": args.max_steps,
             "checkpoint_interval": args.interval,
+            "max_async_level": args.max_async_level,
         },
         "seed": args.seed,
         "trials": len(trials),
         "trials_random_instant": args.trials,
         "trials_mid_checkpoint": args.checkpoint_kills,
+        "trials_ctrl_c": args.interrupts,
         "kills": len(kills),
         "kill_phases": dict(Counter(k["phase"] for k in kills).most_common()),
         "resumes": sum(t["launches"] - 1 for t in trials),
@@ -248,6 +188,8 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--kills-per-trial", type=int, default=1)
     p.add_argument("--checkpoint-kills", type=int, default=4, help="extra trials killed mid-checkpoint")
+    p.add_argument("--interrupts", type=int, default=0, help="extra trials stopped by Ctrl-C (SIGINT)")
+    p.add_argument("--max-async-level", type=int, default=0, help="0: serial, compared exactly")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=12)
     p.add_argument("--interval", type=int, default=2, help="checkpoints.interval")
@@ -263,7 +205,8 @@ def main() -> int:
     print(f"reference run: {active_s:.1f} s from opening the run to its final status; kills uniform in it")
     rng, trials = random.Random(args.seed), []
     names = [f"trial-{i:02d}" for i in range(args.trials)]
-    for name in names + [f"ckpt-{i:02d}" for i in range(args.checkpoint_kills)]:
+    names += [f"ckpt-{i:02d}" for i in range(args.checkpoint_kills)]
+    for name in names + [f"int-{i:02d}" for i in range(args.interrupts)]:
         trials.append(trial(args, name, rng, active_s))
         t = trials[-1]
         print(f"{t['id']}: kills {[(k['at'], k['phase']) for k in t['kills']]} -> {t['problems'] or 'ok'}")

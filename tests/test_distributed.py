@@ -116,8 +116,12 @@ def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     fsdp = {"enabled": True}
-    _launch(tmp_path, [*LAUNCH, "-m", "rltrain", "--config", str(_config(tmp_path, "fsdp", fsdp=fsdp))])
-    _launch(tmp_path, ["-m", "rltrain", "--config", str(_config(tmp_path, "one"))])
+    # FSDP's hf sampling is a collective (serial); so is the one-process run it is compared with
+    serial = {"max_async_level": 0}
+    _launch(
+        tmp_path, [*LAUNCH, "-m", "rltrain", "--config", str(_config(tmp_path, "fsdp", fsdp=fsdp, **serial))]
+    )
+    _launch(tmp_path, ["-m", "rltrain", "--config", str(_config(tmp_path, "one", **serial))])
     rows2 = read_jsonl(tmp_path / "runs" / "fsdp" / "metrics.jsonl")
     rows1 = read_jsonl(tmp_path / "runs" / "one" / "metrics.jsonl")
     assert [r["step"] for r in rows2] == [1, 2, 3]

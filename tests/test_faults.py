@@ -14,10 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_kill_9_at_random_instants_then_resume_loses_nothing(tmp_path: Path) -> None:
+def _inject(tmp_path: Path, args: list[str]) -> dict:
     summary = tmp_path / "summary.json"
-    args = "--trials 3 --checkpoint-kills 1 --max-steps 6 --seed 1".split()
     args += ["--out", str(tmp_path / "runs"), "--summary", str(summary)]
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "fault_injection.py"), *args],
@@ -27,6 +25,20 @@ def test_kill_9_at_random_instants_then_resume_loses_nothing(tmp_path: Path) -> 
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    result = json.loads(summary.read_text())
+    return json.loads(summary.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_instants_then_resume_loses_nothing(tmp_path: Path) -> None:
+    result = _inject(tmp_path, "--trials 3 --checkpoint-kills 1 --max-steps 6 --seed 1".split())
     assert result["trials"] == result["succeeded_and_exact"] == 4  # 3 random instants + 1 mid-checkpoint
     assert result["kills"] == 4 and not result["failures"]
+
+
+@pytest.mark.slow
+def test_kill_9_and_ctrl_c_with_the_producer_running(tmp_path: Path) -> None:
+    """Async: same prompts in the same order, every step once, usage = the logged steps."""
+    args = "--max-async-level 1 --trials 2 --checkpoint-kills 1 --interrupts 2 --max-steps 6 --seed 2"
+    result = _inject(tmp_path, args.split())
+    assert result["trials"] == result["succeeded_and_exact"] == 5 and not result["failures"]
+    assert result["setup"]["max_async_level"] == 1

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from rltrain.config import parse_config
+from rltrain.engine import size_run
 from rltrain.record import read_jsonl
-from rltrain.run import size_run, train
+from rltrain.run import train
 from rltrain.rundir import build_slots
 from rltrain.sizing import kv_bytes_per_token
 

@@ -7,6 +7,7 @@ researchers' functions (`call`, `respond`, `run_tool`) runs in a worker process 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import math
@@ -30,6 +31,12 @@ class Row:
     prompt: list[Message]
     answer: Any = None
     info: Any = None
+
+    @property
+    def key(self) -> str:
+        """A short stable id of the prompt, for records (which prompt a rollout answered)."""
+        text = json.dumps(self.prompt, sort_keys=True, default=str)
+        return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 @dataclass

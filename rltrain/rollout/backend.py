@@ -17,6 +17,7 @@ class RolloutBackend(Protocol):
     timings: dict[str, float]  # the last call's engine timings (startup_s, generate_s, ...), for metrics
     collective: bool  # sampling is a collective: every rank must call generate (and evaluate) together
     reads_live_weights: bool  # samples the trainer's own model: no adapter files to hand over
+    version: int  # the adapter version it samples with: optimizer steps applied to it
 
     def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
         """Sample `n` completions for each prompt (token ids); one Group per prompt, in order."""
@@ -28,11 +29,22 @@ class RolloutBackend(Protocol):
         ...
 
     def load_adapter(self, path: Path | None, version: int) -> None:
-        """Sample with the adapter saved at `path` (a peft adapter dir) from now on; None = base model."""
+        """Sample with the adapter saved at `path` (a peft adapter dir) from now on; None = base model
+        (or, for a backend that reads the trainer's live weights, what the trainer holds). `version`:
+        optimizer steps applied to those weights."""
         ...
 
     def score_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         """Logprob of each completion token under the current adapter (the landed check's probe)."""
+        ...
+
+    def hold(self) -> None:
+        """Sample with the weights as they are now until `release` (a backend reading the trainer's
+        live weights snapshots them; others hold their loaded adapter anyway)."""
+        ...
+
+    def release(self) -> None:
+        """Undo `hold`."""
         ...
 
     def sleep(self) -> None:
@@ -50,6 +62,14 @@ class RolloutBackend(Protocol):
 
 class BackendBase:
     """What every backend shares: `generate` is `sample` over one seeded request per prompt."""
+
+    version = 0
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
 
     def sample(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Group]:
         raise NotImplementedError

@@ -184,6 +184,7 @@ class Collector:
 
     def collect(self, batch: Batch, sampling: SamplingParams) -> Rollouts:
         """Episodes for every (env index, row), scored, and the kept groups as `Sample`s."""
+        version = self.backend.version  # the adapter the batch starts from, where the engine reports none
         groups = self.episodes(batch, self.groups.size, sampling)
         out = Rollouts([], [])
         for gi, (episodes, scores) in enumerate(zip(groups, self.score(batch, groups), strict=True)):
@@ -195,20 +196,17 @@ class Collector:
             for ep, r, a, parts in zip(episodes, scores.rewards, adv, scores.parts, strict=True):
                 out.records.append(_record(ep, r, a, parts))
                 if keep:
+                    v = version if ep.version is None else ep.version
                     for p in ep.parts:
-                        out.samples.append(Sample(p.prompt_ids, p.ids, p.logprobs, p.mask, r, a, ep.group))
+                        sample = Sample(p.prompt_ids, p.ids, p.logprobs, p.mask, r, a, ep.group, v)
+                        out.samples.append(sample)
         return out
 
     def collect_share(self, batch: Batch, sampling: SamplingParams, dist: Dist) -> StepRollouts:
         """This rank's contiguous share of the step's rows; metrics over every rank's share."""
         start, stop = dist.shard(len(batch))
         sampling = sampling.with_offset(start)
-        mine = self.collect(batch[start:stop], sampling)
-        shares = dist.all_gather((mine.records, mine.errored, mine.filtered_groups))
-        records = [r for recs, _, _ in shares for r in recs]
-        errored = sum((errs for _, errs, _ in shares), Counter[str]())
-        metrics = rollout_metrics(records, errored, sum(f for _, _, f in shares))
-        return StepRollouts(mine, records, metrics, sampling)
+        return gather(self.collect(batch[start:stop], sampling), sampling, dist)
 
     def close(self) -> None:
         if self._driver is not None:
@@ -218,10 +216,20 @@ class Collector:
         self.scorer.close()
 
 
+def gather(mine: Rollouts, sampling: SamplingParams, dist: Dist) -> StepRollouts:
+    """Every rank's records and counts (a collective), and the step's metrics over all of them."""
+    shares = dist.all_gather((mine.records, mine.errored, mine.filtered_groups))
+    records = [r for recs, _, _ in shares for r in recs]
+    errored = sum((errs for _, errs, _ in shares), Counter[str]())
+    metrics = rollout_metrics(records, errored, sum(f for _, _, f in shares))
+    return StepRollouts(mine, records, metrics, sampling)
+
+
 def _record(ep: Episode, reward: float, advantage: float, parts: dict[str, float]) -> dict[str, Any]:
     return {
         "group": ep.group,
         "env": ep.env_name,
+        "row": ep.row.key,
         "completion": ep.text,
         "reward": reward,
         "advantage": advantage,

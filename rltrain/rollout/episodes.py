@@ -72,6 +72,7 @@ class Episode:
     reward: float | None = None  # scored by the environment itself (verifiers v1), not by reward functions
     reward_parts: dict[str, float] = field(default_factory=dict)
     shown_from: int | None = None  # the first message after the prompt (None: after the row's prompt)
+    version: int | None = None  # the oldest adapter version the engine reported for its turns
 
     @property
     def part(self) -> Part:
@@ -87,6 +88,8 @@ class Episode:
         self.output_tokens += len(c.token_ids)
         self.turns += 1
         self.finish = c.finish_reason
+        if c.version is not None:
+            self.version = c.version if self.version is None else min(self.version, c.version)
 
     def add_inserted(self, ids: list[int]) -> None:
         self.part.ids += ids

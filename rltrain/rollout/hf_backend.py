@@ -63,7 +63,11 @@ class HFBackend(BackendBase):
         max_batch: int | None = None,
         lean: bool = True,
         all_done: Callable[[bool], bool] | None = None,
+        live: tuple[Any, Callable[[], int]] | None = None,
     ) -> None:
+        """`live`: (the lock the trainer holds while it writes the weights, its version) when sampling
+        the trainer's own model: each call snapshots the weights under the lock (the lean decoder's
+        merged copies), so sampling may run beside training."""
         self.decode = decode
         self.all_done = all_done  # set when the shared model is sharded: decoding steps in lockstep
         self.collective = all_done is not None
@@ -85,6 +89,8 @@ class HFBackend(BackendBase):
         self.timings: dict[str, float] = {"startup_s": 0.0}
         self.lean_requested = lean
         self.lean = lean and lean_supported(self.model)  # else transformers' own forward
+        self.live = live
+        self._held: LeanDecoder | None = None
 
     def load_adapter(self, path: Path | None, version: int) -> None:
         self.version = version
@@ -109,21 +115,43 @@ class HFBackend(BackendBase):
             return []
         completions: list[Completion] = []
         was_training = self.model.training
-        self.model.eval()
-        # the adapter changes every step: merge it into fresh fused weights once per call (~2 ms)
-        lean = LeanDecoder(self.model) if self.lean else None
+        lean = self._snapshot()
+        if lean is None:  # transformers' forward on the model itself: eval mode while sampling
+            self.model.eval()
         try:
             for part in _chunks([r.n for r in requests], self.max_batch or sum(r.n for r in requests)):
                 rows = [list(r.prompt_ids) for r in requests[part] for _ in range(r.n)]
                 noise = self._noise(requests[part], sampling).to(self.device)  # [rows, max_tokens]
                 completions.extend(self._sample(rows, sampling, noise, lean))
         finally:
-            self.model.train(was_training)
+            if lean is None:
+                self.model.train(was_training)
         out, at = [], 0
         for r in requests:
             out.append(Group(list(r.prompt_ids), completions[at : at + r.n]))
             at += r.n
         return out
+
+    def hold(self) -> None:
+        self._held = None
+        self._held = self._snapshot()
+
+    def release(self) -> None:
+        self._held = None
+
+    def _snapshot(self) -> LeanDecoder | None:
+        """The lean decoder: the adapter merged into fresh fused weights once per call (~2 ms), taken
+        under the trainer's lock when sampling its live model (the version is the snapshot's)."""
+        if not self.lean:
+            return None
+        if self._held is not None:
+            return self._held
+        if self.live is None or not self.reads_live_weights:
+            return LeanDecoder(self.model)
+        lock, version = self.live
+        with lock:
+            self.version = version()
+            return LeanDecoder(self.model)
 
     @staticmethod
     def _noise(requests: Sequence[Request], sp: SamplingParams) -> Tensor:

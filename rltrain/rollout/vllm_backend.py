@@ -46,12 +46,12 @@ class VLLMBackend(BackendBase):
         max_model_len: int | None = None,
         kv_cache_bytes: int | None = None,
         device: str = "cpu",
-        device_index: int | None = None,
+        device_ids: list[int] | None = None,
         max_num_seqs: int | None = None,
         engine_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.device = "cpu" if device == "cpu" else "cuda"
-        self.device_index = device_index  # the rank's GPU (cuda:k): its engine must live there too
+        self.device_ids = device_ids  # the GPUs the engine runs on (None: vLLM's default)
         self.sleep_mode = rollout.enable_sleep_mode and self.device == "cuda"
         self.max_lora_rank = max_lora_rank
         self.timings: dict[str, float] = {}
@@ -124,11 +124,8 @@ class VLLMBackend(BackendBase):
             kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
             kwargs["tensor_parallel_size"] = rollout.tensor_parallel_size
             kwargs["enable_sleep_mode"] = rollout.enable_sleep_mode
-            if self.device_index:
-                # else every rank's engine would take GPU 0: vLLM picks devices from its own config
-                # (`device_ids` are indices into CUDA_VISIBLE_DEVICES, like torch's)
-                first = self.device_index
-                kwargs["device_ids"] = list(range(first, first + rollout.tensor_parallel_size))
+            if self.device_ids:
+                kwargs["device_ids"] = self.device_ids
         self.engine_kwargs = kwargs
         return kwargs
 
@@ -174,7 +171,11 @@ class VLLMBackend(BackendBase):
         logprobs = [lp[tok].logprob for tok, lp in zip(token_ids, out.logprobs or [], strict=True)]
         # "stop" covers both the model's EOS and our stop_token_ids; vLLM keeps that token in token_ids.
         reason = "stop" if out.finish_reason == "stop" else "length"
-        return Completion(token_ids=token_ids, logprobs=logprobs, text=out.text, finish_reason=reason)
+        # vLLM labels each token with the weight version the engine held (set in load_adapter); the
+        # oldest is the sample's staleness. Several spans would mean an adapter changed mid-request.
+        spans = out.weight_versions or []
+        versions = [int(s.version[1:]) for s in spans if s.version.startswith("v")]
+        return Completion(token_ids, logprobs, out.text, reason, version=min(versions) if versions else None)
 
     def score_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         """Temperature-1 logprob of each completion token (prompt logprobs skip the sampler)."""
@@ -211,6 +212,8 @@ class VLLMBackend(BackendBase):
                     f"max_lora_rank ({self.max_lora_rank}) and are its target modules supported?"
                 ) from err
         self._lora, self.adapter_version = new, version if path is not None else None
+        self.version = version
+        self.llm.update_weight_version(f"v{version}")  # vLLM stamps it on every token sampled from now
         if old is not None:
             self.llm.llm_engine.remove_lora(old.lora_int_id)
         self.timings["adapter_load_s"] = time.perf_counter() - start

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class Policy:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
     dtype: torch.dtype
+    version: int = 0  # optimizer steps applied (the adapter's version); samples carry the one they saw
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held while the optimizer writes weights
 
     @property
     def sharded(self) -> bool:

@@ -57,7 +57,7 @@ def tok() -> Any:
 class Scripted:
     """A stand-in model: `reply(context text) -> reply text`; one token per character when `chars`."""
 
-    name, timings, collective, reads_live_weights = "scripted", {}, False, False
+    name, timings, collective, reads_live_weights, version = "scripted", {}, False, False, 0
 
     def __init__(self, tok: Any, reply: Callable[[str], str], chars: bool = False) -> None:
         self.tok, self.reply, self.chars = tok, reply, chars
@@ -122,6 +122,11 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
 def test_turns_extend_the_sampled_ids_exactly(tmp_path: Path, tok: Any, collector_for: Callable) -> None:
     model = Scripted(tok, lambda context: "12 34", chars=True)
     collector = collector_for(_write(tmp_path, "again_env.py", AGAIN), model)
+    # a window longer than any env_response, however loaded the machine: the batching asserted below
+    # must not depend on the workers' timing
+    collector.limits = EpisodeLimits(
+        max_context=4096, turn_timeout_s=10, episode_timeout_s=60, batch_window_s=5
+    )
     (group,) = collector.episodes([(0, collector.slots[0].env.rows[0])], 2, SamplingParams(16, seed=1))
     ep = group[0]
     assert ep.turns == 3 and ep.finish == "max_turns" and len(ep.parts) == 1 and ep.splits == 0
@@ -195,3 +200,22 @@ def test_a_failing_tool_is_an_error_message_to_the_model(tok: Any, collector_for
     errors = [m["content"] for m in ep.messages if m["role"] == "tool"]
     assert len(errors) == 2 and ep.tool_errors == 3 and ep.tool_calls == 2 and ep.turns == 3
     assert "ValueError" in errors[0] and "KeyError" in errors[1]  # the worker's exception, as text
+
+
+def test_a_sample_is_as_old_as_its_oldest_turn(tmp_path: Path, tok: Any, collector_for: Callable) -> None:
+    """Engines that label tokens with their weight version (vLLM): the sample takes its oldest turn's."""
+    by_turn = {1: 7, 2: 6, 3: 8}  # the second turn came from older weights
+
+    class Stamped(Scripted):
+        def sample(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Group]:
+            groups = super().sample(requests, sampling)
+            for g in groups:
+                turn = self.tok.decode(g.prompt_ids).count("<|im_start|>assistant")
+                g.completions = [
+                    Completion(c.token_ids, c.logprobs, c.text, "stop", by_turn[turn]) for c in g.completions
+                ]
+            return groups
+
+    collector = collector_for(_write(tmp_path, "again_env.py", AGAIN), Stamped(tok, lambda context: "12"))
+    out = collector.collect([(0, collector.slots[0].env.rows[0])], SamplingParams(16, seed=1))
+    assert [s.version for s in out.samples] == [6, 6]  # not the backend's own 0

@@ -10,6 +10,7 @@ import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -100,6 +101,16 @@ def test_generate_shapes(backend: VLLMBackend) -> None:
             else:
                 assert c.finish_reason == "stop" and c.token_ids[-1] in EOS_IDS
     assert {"startup_s", "generate_s", "adapter_load_s"} <= backend.timings.keys()
+
+
+def test_completions_carry_the_engine_weight_version(backend: VLLMBackend, adapters: dict[str, Path]) -> None:
+    """The version comes from vLLM's own label (update_weight_version -> weight_versions spans)."""
+    for adapter in (None, adapters["a"]):
+        version = next(_versions)
+        backend.load_adapter(adapter, version)
+        assert backend.llm.get_weight_version() == f"v{version}"
+        groups = backend.generate(PROMPTS, 2, SamplingParams(max_tokens=6, seed=3))
+        assert {c.version for g in groups for c in g.completions} == {version}
 
 
 def test_stop_token_is_kept(backend: VLLMBackend) -> None:
@@ -202,15 +213,40 @@ def test_engine_leaves_trainer_threads_alone(backend: VLLMBackend) -> None:
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize(("index", "tp", "ids"), [(3, 1, [3]), (0, 2, None)])
-def test_gpu_engine_arguments_are_vllms_own(index: int, tp: int, ids: list[int] | None) -> None:
+@pytest.mark.parametrize(
+    ("index", "tp", "devices", "rank", "ids"),
+    [
+        (3, 1, None, 3, [3]),  # colocated: rank k's engine on GPU k (vLLM would take GPU 0)
+        (0, 2, None, 0, None),  # one process, tensor parallel: vLLM's own first GPUs
+        (2, 1, [4, 5, 6, 7], 2, [6]),  # split: rank 2 trains on GPU 2, its engine runs on GPU 6
+    ],
+)
+def test_gpu_engine_arguments_are_vllms_own(
+    index: int, tp: int, devices: list[int] | None, rank: int, ids: list[int] | None
+) -> None:
     """The GPU path never runs here: at least every argument it passes must be one vLLM 0.32 takes,
-    and rank k's engine must be pinned to GPU k (vLLM would put every rank's engine on GPU 0)."""
+    on the GPUs the placement says."""
     from vllm.engine.arg_utils import EngineArgs
 
+    from rltrain.rollout.factory import engine_devices
+
+    rollout = RolloutConfig(tensor_parallel_size=tp, enable_sleep_mode=True, devices=devices)
+    dist = SimpleNamespace(world=4 if devices else 1, rank=rank, is_main=rank == 0)
     gpu = VLLMBackend.__new__(VLLMBackend)  # no engine: only the arguments are under test
-    gpu.device, gpu.device_index, gpu.max_lora_rank = "cuda", index, RANK
-    rollout = RolloutConfig(tensor_parallel_size=tp, enable_sleep_mode=True)
+    gpu.device, gpu.max_lora_rank = "cuda", RANK
+    gpu.device_ids = engine_devices(rollout, torch.device("cuda", index), dist)  # type: ignore[arg-type]
     kwargs = gpu._engine_kwargs(rollout, "bfloat16", 0, None, None)
     assert kwargs.get("device_ids") == ids and kwargs["tensor_parallel_size"] == tp
     EngineArgs(model="unused", **kwargs)  # unknown keyword -> TypeError
+
+
+def test_split_placement_needs_a_gpu_per_engine() -> None:
+    from rltrain.rollout.factory import engine_devices
+
+    rollout = RolloutConfig(devices=[4, 5])
+    dist = SimpleNamespace(world=4, rank=0, is_main=True)
+    with pytest.raises(
+        ValueError, match=r"rollout.devices lists 2 GPUs; 4 rank\(s\) x tensor_parallel_size 1 need 4"
+    ):
+        engine_devices(rollout, torch.device("cuda", 0), dist)  # type: ignore[arg-type]
+    assert engine_devices(rollout, torch.device("cpu"), dist) is None  # type: ignore[arg-type]
