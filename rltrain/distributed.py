@@ -11,6 +11,7 @@ until the backend's timeout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import time
@@ -154,9 +155,16 @@ class Dist:
         per = count // self.world
         return self.rank * per, (self.rank + 1) * per
 
-    def close(self) -> None:
+    def close(self, synced: bool = False) -> None:
+        """Leave the process group. `synced` (every rank ending normally): meet the others first, so
+        no rank tears gloo down while a peer still talks to it (a rank aborted at exit now and then
+        without this barrier: "terminate called without an active exception"). A failing run skips
+        it: a rank that died would never arrive."""
         if self.enabled:
             import torch.distributed as td
 
             if td.is_initialized():
+                if synced:
+                    with contextlib.suppress(Exception):  # a peer gone or aborted: leave anyway
+                        self.barrier()
                 td.destroy_process_group()

@@ -68,8 +68,10 @@ def train(
     run.stop.install()
     if dist.is_main:
         print(f"rltrain: run directory {run_dir}", flush=True)
+    ended = False  # the loop returned on every rank's own terms: ranks meet before leaving
     try:
         _loop(run, device)
+        ended = True
     except KeyboardInterrupt:
         rec.set_status("cancelled", error="interrupted twice: stopped without a final checkpoint")
     except BaseException as err:
@@ -77,7 +79,7 @@ def train(
         raise
     finally:
         rec.write_curves()  # however the run ended
-        dist.close()
+        dist.close(synced=ended)
     if dist.is_main:
         print(f"rltrain: run {rec.status} — {run_dir}", flush=True)
     return rec

@@ -17,6 +17,11 @@ A thread, not a process: measured on this 2-core CPU, the producer's time is the
 vLLM release the GIL in their kernels) and environment waits (judges, sandboxes, tools; in worker
 processes already); a process would need the engine in another process and the adapter handed over by
 file, as vLLM's own AsyncLLM does (14-52 s to start here, against 4.6 s in process).
+
+Of vLLM 0.32's RL controls, the weight versions are used: the producer labels each adapter it loads
+(`update_weight_version`), and every completion carries the label vLLM reports for its tokens, which is
+the version a sample is trained as. Pause/resume and abort are not: the producer loads adapters only
+between its own batches, so no request is ever in flight across a version change to pause or abort.
 """
 
 from __future__ import annotations

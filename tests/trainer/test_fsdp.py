@@ -56,7 +56,7 @@ stats = train_step(policy, mine, settings, dist=dist)
 weights = [w.sum().item() for w in policy.full_trainable()]
 if dist.is_main:
     json.dump({"stats": stats, "weights": weights, "sharded": policy.sharded}, open(out, "w"))
-dist.close()
+dist.close(synced=True)
 """
 
 
