@@ -129,9 +129,10 @@ def make_source(cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist,
 
 def _share_cores(engine: Engine) -> None:
     """On CPU, the producer's sampling and the trainer's update run at once in this process, and
-    torch gives each op every core: measured on 2 cores (docs/benchmarks.md, bench_async), 2 x 2
-    threads doubled the update's time and made async 0.77x serial; one thread each made it 1.25x
-    (1.71x with a slow judge). An OMP_NUM_THREADS the user set wins."""
+    torch gives each op every core. Measured on 2 cores (docs/benchmarks.md, bench_async), async over
+    serial on a plain task / behind a slow judge: one thread each 1.34x / 0.98x; trainer 2 + producer 1
+    (torch's count is per thread) 0.93x / 1.26x; 2 + 2, oversubscribed, 0.77x / 1.16x. One each is
+    kept: the best on the plain task and no worse than serial. An OMP_NUM_THREADS the user set wins."""
     if engine.policy.device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
         return
     threads = max(1, torch.get_num_threads() // 2)

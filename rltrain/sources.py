@@ -7,8 +7,10 @@ exactly the adapter after step s − 1 − k (the first batches with the startin
 loads (or, reading the trainer's live weights, snapshots) that version before it samples, and the
 trainer does not apply the update of step s − k before the producer has taken it.
 
-The producer owns the engine: it loads each new adapter version the trainer publishes, samples and
-scores the next batches while the trainer trains, and runs the evaluations the trainer asks for. It
+The producer owns the engine: it loads each new adapter version the trainer publishes, samples the
+next batches while the trainer trains, and runs the evaluations the trainer asks for. A batch's
+scoring needs no engine, so it runs on a scoring thread while the producer samples the next batch: a
+judge, a sandbox or a slow reward then waits beside sampling instead of after it (bench_async). It
 never starts a batch before the trainer has published the adapter the bound requires, and it runs
 at most k batches ahead. It runs no collective: every rank's producer works on its own share, and the
 trainer thread gathers the shares when it consumes a batch, so collectives keep one order per rank.
@@ -31,6 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +41,8 @@ from rltrain.config import Config
 from rltrain.data import PromptSampler
 from rltrain.distributed import Dist
 from rltrain.evaluate import EvalPlan, evaluate
-from rltrain.rollout.collect import Collector, Rollouts, StepRollouts, gather
+from rltrain.rollout.collect import Batch as CollectBatch
+from rltrain.rollout.collect import Collector, Rollouts, Sampled, StepRollouts, gather
 from rltrain.rollout.prompting import Prompting
 from rltrain.types import SamplingParams
 
@@ -65,12 +69,18 @@ class Parts:
     dist: Dist
 
 
-def _draw(parts: Parts, step: int) -> tuple[Rollouts, SamplingParams, dict[str, int]]:
-    """This rank's share of step `step`'s prompts, sampled and scored (no collective)."""
+def _rows(parts: Parts, step: int) -> tuple[CollectBatch, SamplingParams, dict[str, int]]:
+    """This rank's share of step `step`'s prompts, its sampling settings, and the prompt order after."""
     batch = parts.sampler.next_batch(step, parts.cfg.prompts_per_step)
     start, stop = parts.dist.shard(len(batch))
     sampling = parts.prompting.sampling(step).with_offset(start)
-    return parts.collector.collect(batch[start:stop], sampling), sampling, parts.sampler.state_dict()
+    return batch[start:stop], sampling, parts.sampler.state_dict()
+
+
+def _draw(parts: Parts, step: int) -> tuple[Rollouts, SamplingParams, dict[str, int]]:
+    """This rank's share of step `step`'s prompts, sampled and scored (no collective)."""
+    rows, sampling, position = _rows(parts, step)
+    return parts.collector.collect(rows, sampling), sampling, position
 
 
 class SerialSource:
@@ -132,6 +142,8 @@ class AsyncSource:
         self._requests: list[tuple[list[EvalPlan], SamplingParams, queue.Queue[Any]]] = []
         self._stopping = False
         self._failed = False
+        # scoring a batch needs no engine: it runs here while the producer samples the next one
+        self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         self._thread = threading.Thread(target=self._run, args=(start + 1,), name="producer", daemon=True)
         self._thread.start()
 
@@ -142,9 +154,10 @@ class AsyncSource:
         item = self._out.get()
         if isinstance(item, BaseException):
             raise item
-        item.wait_s = time.perf_counter() - start
         pending: _Pending = item.rollouts  # type: ignore[assignment]
-        item.rollouts = gather(pending.mine, pending.sampling, self.parts.dist)  # on this thread: in order
+        mine = pending.mine.result()  # its scoring, if still running; its error, if it failed
+        item.wait_s = time.perf_counter() - start
+        item.rollouts = gather(mine, pending.sampling, self.parts.dist)  # on this thread: in order
         return item
 
     def consumed(self, batch: Batch) -> None:
@@ -188,6 +201,7 @@ class AsyncSource:
             with contextlib.suppress(queue.Empty):
                 self._out.get_nowait()
             self._thread.join(timeout=0.05)
+        self._scoring.shutdown(wait=False, cancel_futures=True)
 
     # -- the producer's side ------------------------------------------------------------------------
 
@@ -230,6 +244,12 @@ class AsyncSource:
         self._loaded = adapter.version
         return self.load(adapter)
 
+    def _finish(self, sampled: Sampled, extra: dict[str, float], began: float) -> Rollouts:
+        """On the scoring thread: the batch scored (in order: one thread)."""
+        out = self.parts.collector.finish(sampled)
+        extra["produce_s"] = time.perf_counter() - began  # sampling and scoring, beside training
+        return out
+
     def _put(self, item: Batch | BaseException) -> bool:
         while not self._stopping:
             try:
@@ -253,12 +273,13 @@ class AsyncSource:
                     self._cond.notify_all()
                 began = time.perf_counter()
                 try:
-                    mine, sampling, position = _draw(self.parts, step)
+                    rows, sampling, position = _rows(self.parts, step)
+                    sampled = self.parts.collector.sample(rows, sampling)
                 finally:
                     backend.release()
-                extra["produce_s"] = time.perf_counter() - began  # sampling and scoring, beside training
                 version = backend.version
-                if not self._put(Batch(_Pending(mine, sampling), position, version, extra=extra)):  # type: ignore[arg-type]
+                scored = self._scoring.submit(self._finish, sampled, extra, began)
+                if not self._put(Batch(_Pending(scored, sampling), position, version, extra=extra)):  # type: ignore[arg-type]
                     return
             while not self._stopping:  # the last batches are out: keep serving evaluations
                 with self._cond:
@@ -275,5 +296,5 @@ class AsyncSource:
 class _Pending:
     """A batch as the producer made it: this rank's share only; the trainer gathers the ranks."""
 
-    mine: Rollouts
+    mine: Future[Rollouts]  # scored on the scoring thread
     sampling: SamplingParams

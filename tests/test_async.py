@@ -4,6 +4,7 @@ running. Throughput is measured in scripts/bench_async.py, never here."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,50 @@ def test_ctrl_c_with_the_producer_running_then_resume(run_config, tmp_path: Path
     assert record["usage"]["output_tokens"] == sum(r["output_tokens"] for r in rows)
     # the first batch after the resume is sampled afresh by the resumed adapter (docs/reliability.md)
     assert rows[stopped]["staleness_max"] == 0.0 and rows[stopped + 1]["staleness_max"] == 1.0
+
+
+PIPE_ENV = """
+import json, time
+import rltrain
+
+def _note(event):
+    with open({log!r}, "a") as f:
+        f.write(json.dumps([event, time.time()]) + "\\n")
+
+def respond(messages, state):  # called while the engine samples this batch's episodes
+    _note("sampling")
+    return None
+
+def judge(completions: list) -> list:  # one call per group, waiting as a judge would
+    _note("judge-begins")
+    time.sleep(0.4)
+    _note("judge-ends")
+    return [0.5] * len(completions)
+
+def load_environment():
+    rows = [{{"question": f"Say something. ({{i}})"}} for i in range(16)]
+    return rltrain.Environment(dataset=rows, reward_funcs=[judge], env_response=respond, max_turns=2)
+"""
+
+
+def _judged_while_sampling(log: Path) -> int:
+    """How many times an episode was being sampled while a judge call was waiting."""
+    events = [tuple(e) for e in map(json.loads, log.read_text().splitlines())]
+    windows, opened = [], []
+    for name, t in sorted(events, key=lambda e: e[1]):
+        if name == "judge-begins":
+            opened.append(t)
+        elif name == "judge-ends":
+            windows.append((opened.pop(0), t))
+    return sum(any(a < t < b for a, b in windows) for name, t in events if name == "sampling")
+
+
+@pytest.mark.parametrize("ahead", [0, 1])
+def test_a_batch_is_scored_while_the_next_is_sampled(run_config, tmp_path: Path, ahead: int) -> None:
+    log, env = tmp_path / "events.jsonl", tmp_path / "judged.py"
+    env.write_text(PIPE_ENV.format(log=str(log)))
+    cfg = _async(run_config, max_steps=4, batch_size=8, max_async_level=ahead, env=[{"id": str(env)}])
+    assert train(parse_config(cfg)).record.status == "succeeded"
+    overlapped = _judged_while_sampling(log)
+    # serially a step samples, then scores; ahead, the judge waits beside the next batch's sampling
+    assert overlapped == 0 if ahead == 0 else overlapped > 0

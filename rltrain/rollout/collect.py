@@ -38,6 +38,15 @@ class Rollouts:
 
 
 @dataclass
+class Sampled:
+    """A batch's episodes, sampled and not yet scored."""
+
+    batch: Batch
+    groups: list[list[Episode]]  # per row, its group's episodes
+    version: int  # the engine's adapter version when sampling began
+
+
+@dataclass
 class StepRollouts:
     """One step's rollouts: this rank's samples, and what every rank's share adds up to."""
 
@@ -184,8 +193,17 @@ class Collector:
 
     def collect(self, batch: Batch, sampling: SamplingParams) -> Rollouts:
         """Episodes for every (env index, row), scored, and the kept groups as `Sample`s."""
+        return self.finish(self.sample(batch, sampling))
+
+    def sample(self, batch: Batch, sampling: SamplingParams) -> Sampled:
+        """The engine's part: every row's episodes (multi-turn ones with their environment turns)."""
         version = self.backend.version  # the adapter the batch starts from, where the engine reports none
-        groups = self.episodes(batch, self.groups.size, sampling)
+        return Sampled(batch, self.episodes(batch, self.groups.size, sampling), version)
+
+    def finish(self, sampled: Sampled) -> Rollouts:
+        """The environment's part: the episodes scored, and the kept groups as `Sample`s. Needs no
+        engine, so a producer may run it beside sampling the next batch."""
+        batch, groups, version = sampled.batch, sampled.groups, sampled.version
         out = Rollouts([], [])
         for gi, (episodes, scores) in enumerate(zip(groups, self.score(batch, groups), strict=True)):
             env = self.slots[batch[gi][0]].name
