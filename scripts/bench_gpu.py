@@ -3,14 +3,18 @@
 Fits 10 minutes on one H100/H200 with no network: a random model of Qwen3-0.6B's shape (bf16, nothing
 downloaded), LoRA r16 α32 on every linear projection. Rollouts on each backend present (`hf` always,
 `vllm` when importable); the trainer through rltrain's own `train_step` on hand-made GRPO samples at two
-sequence lengths, micro-batch size tuned. Target: >= 20k trained tokens/s. Each measurement is guarded
-(a failure is recorded, the rest run) under a global time budget. `--tiny`: the same code, CPU, tiny model.
+sequence lengths, micro-batch size tuned, in both trainer layouts: `padded` (a row per sample) and
+`packed` (each group's prompt once, no padding; rltrain's default). Target: >= 20k trained tokens/s.
+Each measurement is guarded (a failure is recorded, the rest run) under a global time budget.
+`--tiny`: the same code, CPU, tiny model.
 
 FLOPs per trained token (frozen base + LoRA; the frozen base gets no weight gradients):
   4·N_lin          base linears: forward 2·N_lin + backward activation-gradient 2·N_lin
 + 6·N_lora         LoRA factors: forward 2 + activation-gradient 2 + weight-gradient 2
 + 6·L·H·d_head·S   causal attention: forward 2·L·H·d_head·S (mean context S/2), backward twice that
 + 4·V·d·T/S        lm_head on the T completion positions only (forward + activation-gradient; frozen)
+Trained tok/s counts every sample's prompt and completion (the logical work, as peers count it); the
+packed layout runs fewer tokens (`forward_tokens`), and its FLOPs are those tokens' (so MFU stays honest).
 MFU = FLOPs/s / the card's peak dense bf16; `mfu_6n` (6·N_total per token, the full-fine-tuning
 convention, which overstates LoRA's work) for comparison.   Run: python scripts/bench_gpu.py [--tiny]
 """
@@ -36,6 +40,7 @@ import torch  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGET_TOK_S = 20_000
+LAYOUTS = ("padded", "packed")  # rltrain's trainer rows: a prompt per sample, or each group's once
 # dense bf16 by the exact card (datasheets): the NVL and PCIe parts run lower clocks than SXM. Checked in
 # order: the first entry whose words all appear in torch's device name wins, so variants come first.
 PEAK_BF16_TFLOPS = {
@@ -145,21 +150,30 @@ def guarded(fn: Any, *args: Any) -> dict[str, Any]:
 
 
 def make_samples(count: int, seq: int, prompt: int, vocab: int, group: int = 8) -> list[Any]:
-    """Hand-made GRPO samples of one length (no padding), groups of `group`, advantages ±1."""
+    """Hand-made GRPO samples of one length, groups of `group` sharing their prompt, advantages ±1."""
     from rltrain.types import Sample
 
     gen, out, comp = torch.Generator().manual_seed(0), [], seq - prompt
     for i in range(count):
-        ids, adv = torch.randint(0, vocab, (seq,), generator=gen).tolist(), 1.0 if i % 2 else -1.0
-        out.append(Sample(ids[:prompt], ids[prompt:], [-12.0] * comp, [1] * comp, adv, adv, i // group))
+        if i % group == 0:
+            shared = torch.randint(0, vocab, (prompt,), generator=gen).tolist()
+        ids, adv = torch.randint(0, vocab, (comp,), generator=gen).tolist(), 1.0 if i % 2 else -1.0
+        out.append(Sample(shared, ids, [-12.0] * comp, [1] * comp, adv, adv, i // group))
     return out
 
 
-def time_train(policy: Any, samples: list[Any], mbs: int, completion: int, steps: int) -> dict[str, Any]:
-    from rltrain.algo.loss import LossConfig
-    from rltrain.trainer.step import TrainSettings, train_step
+def forward_tokens(samples: list[Any], layout: str) -> int:
+    """Tokens the model runs: every sample's prompt when padded (all one length here), each group's once
+    when packed."""
+    if layout == "padded":
+        return sum(s.num_tokens for s in samples)
+    prompts = {(s.group_id, tuple(s.prompt_ids)): len(s.prompt_ids) for s in samples}
+    return sum(prompts.values()) + sum(len(s.completion_ids) for s in samples)
 
-    settings = TrainSettings(LossConfig(), mbs, completion, 1.0, 1.0)
+
+def time_train(policy: Any, samples: list[Any], settings: Any, steps: int) -> dict[str, Any]:
+    from rltrain.trainer.step import train_step
+
     times = []
     for _ in range(steps + 1):  # the first step is warm-up (allocator, kernels)
         sync(policy.device)
@@ -170,20 +184,28 @@ def time_train(policy: Any, samples: list[Any], mbs: int, completion: int, steps
     return {"step_s": statistics.median(times[1:])}
 
 
-def bench_trainer(ctx: dict[str, Any], seq: int) -> dict[str, Any]:
-    """Trained tok/s at one sequence length: the fastest of the micro-batch sizes in ctx['mb_tokens']."""
+def bench_trainer(ctx: dict[str, Any], seq: int, layout: str) -> dict[str, Any]:
+    """Trained tok/s at one sequence length in one layout: the fastest of the micro-batch sizes in
+    ctx['mb_tokens'] (packed rows hold a micro-batch's tokens in one row)."""
+    from rltrain.algo.loss import LossConfig
+    from rltrain.trainer.step import TrainSettings
+
     prompt, count = seq // 4, max(8, ctx["tokens_per_step"] // seq)  # only completions reach lm_head
     samples, tried = make_samples(count, seq, prompt, ctx["counts"]["vocab"]), []
     for mbs in sorted({min(count, max(1, t // seq)) for t in ctx["mb_tokens"]}):
+        rows = mbs * seq if layout == "packed" else 0
+        settings = TrainSettings(LossConfig(), mbs, seq - prompt, 1.0, 1.0, row_tokens=rows)
         if ctx["deadline"] - time.perf_counter() < 20:
             tried.append({"micro_batch_size": mbs, "error": "skipped: time budget"})
             continue
         mem_gib(ctx["device"], reset=True)
-        row = guarded(time_train, ctx["policy"], samples, mbs, seq - prompt, ctx["steps"])
+        row = guarded(time_train, ctx["policy"], samples, settings, ctx["steps"])
         tried.append({"micro_batch_size": mbs, **row, **mem_gib(ctx["device"])})
         if "out of memory" in row.get("error", ""):
             break  # larger micro-batches will not fit either
-    out: dict[str, Any] = {"seq_len": seq, "prompt_len": prompt, "samples_per_step": count, "tried": tried}
+    fwd = forward_tokens(samples, layout)
+    out: dict[str, Any] = {"seq_len": seq, "layout": layout, "prompt_len": prompt, "samples_per_step": count}
+    out |= {"forward_tokens": fwd, "tried": tried}
     ok = [r for r in tried if "step_s" in r]
     if not ok:
         return out | {"error": "no micro-batch size ran"}
@@ -193,12 +215,12 @@ def bench_trainer(ctx: dict[str, Any], seq: int) -> dict[str, Any]:
     c, cfg = ctx["counts"], ctx["cfg"]  # FLOPs per trained token: the formula in the module docstring
     attn = 6 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * seq
     head = 4 * c["vocab"] * c["hidden"] * (seq - prompt) / seq
-    flops = (4 * c["base_linear"] + 6 * c["lora"] + attn + head) * tok_s
+    flops = (4 * c["base_linear"] + 6 * c["lora"] + attn + head) * tok_s * fwd / (count * seq)
     peak = ctx["peak"] * 1e12 if ctx["peak"] else None
     out |= {k: best[k] for k in ("micro_batch_size", "step_s", "peak_mem_gib", "peak_reserved_gib")}
     out |= {"trained_tok_s": tok_s, "loss_tok_s": loss_tok_s}
     out |= {"tflops": flops / 1e12, "mfu": flops / peak if peak else None}
-    out["mfu_6n"] = 6 * ctx["counts"]["total"] * tok_s / peak if peak else None
+    out["mfu_6n"] = 6 * ctx["counts"]["total"] * tok_s * fwd / (count * seq) / peak if peak else None
     return out
 
 
@@ -251,19 +273,33 @@ def make_report(tiny: bool, plan: dict, ctx: dict, trainer: list[dict], rollout:
     best = max((r["trained_tok_s"] for r in trainer if "trained_tok_s" in r), default=None)
     flops = " ".join(__doc__.split("FLOPs per trained token")[1].split("MFU =")[0].split())
     settings = {k: v for k, v in plan.items() if k != "budget_s"} | {"tiny": tiny, "flops_per_token": flops}
+    settings["layouts"] = list(LAYOUTS)
     lora = "r16 a32 " + ",".join(TARGETS)
     model = ctx["counts"] | {"layers": ctx["cfg"].num_hidden_layers, "lora_config": lora}
     device = {"name": ctx["name"], "peak_bf16_tflops": ctx["peak"], "torch": torch.__version__}
     met = bool(best and best >= TARGET_TOK_S)
     target = dict(trained_tok_s=TARGET_TOK_S, best_trained_tok_s=best, met=met)
     report = {"settings": settings, "device": device, "model": model}
+    tok_s = {(r.get("seq_len"), r.get("layout")): r.get("trained_tok_s") for r in trainer}
+    both = [q for q in plan["seq_lens"] if tok_s.get((q, "packed")) and tok_s.get((q, "padded"))]
+    report["packed_over_padded"] = {str(q): tok_s[q, "packed"] / tok_s[q, "padded"] for q in both}
     return report | {"trainer": trainer, "rollout": rollout, "target": target}
 
 
 def print_tables(report: dict[str, Any]) -> None:
     dev, t = report["device"], report["target"]
     print(f"device: {dev['name']} (peak bf16 {dev['peak_bf16_tflops']} TFLOP/s), torch {dev['torch']}")
-    trainer = ("seq_len", "micro_batch_size", "step_s", "trained_tok_s", "loss_tok_s", "tflops", "mfu")
+    trainer = (
+        "seq_len",
+        "layout",
+        "forward_tokens",
+        "micro_batch_size",
+        "step_s",
+        "trained_tok_s",
+        "loss_tok_s",
+        "tflops",
+        "mfu",
+    )
     trainer += ("peak_mem_gib", "peak_reserved_gib")
     rollout = (
         "backend",
@@ -280,6 +316,8 @@ def print_tables(report: dict[str, Any]) -> None:
         for r in report[table]:
             print("  ", *(_fmt(r.get(k)) for k in keys), *(["error:", r["error"]] if "error" in r else []))
     best = _fmt(t["best_trained_tok_s"])
+    for seq, ratio in report["packed_over_padded"].items():
+        print(f"packed / padded trained tok/s at seq_len {seq}: {ratio:.2f}x")
     print(f"target >= {t['trained_tok_s']:,} trained tok/s: {'met' if t['met'] else 'NOT met'} (best {best})")
 
 
@@ -320,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         pad = SimpleNamespace(pad_token_id=0)  # all the trainer needs of a tokenizer
         ctx["policy"] = Policy(model, pad, opt, sched, device, next(model.parameters()).dtype)  # type: ignore[arg-type]
         ctx |= {"saved": saved, "deadline": start + (args.budget_s or plan["budget_s"])}
-        trainer = [guarded(bench_trainer, ctx, seq) for seq in plan["seq_lens"]]
+        trainer = [guarded(bench_trainer, ctx, seq, lay) for seq in plan["seq_lens"] for lay in LAYOUTS]
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the trainer's cached blocks: vLLM sizes itself by free memory
         rollout = [row for b in backends for row in bench_rollouts(ctx, b)]

@@ -29,9 +29,16 @@ def test_bench_gpu_tiny_measures_trainer_and_rollouts(tmp_path: Path) -> None:
     assert report["settings"]["tiny"] is True and "4·N_lin" in report["settings"]["flops_per_token"]
     assert report["device"] == report["device"] | {"name": "cpu", "peak_bf16_tflops": None}
     assert report["model"]["base_linear"] > 0 and report["model"]["lora"] > 0
-    assert [t["seq_len"] for t in report["trainer"]] == report["settings"]["seq_lens"]
+    seqs, layouts = report["settings"]["seq_lens"], report["settings"]["layouts"]
+    assert layouts == ["padded", "packed"]
+    assert [(t["seq_len"], t["layout"]) for t in report["trainer"]] == [(q, x) for q in seqs for x in layouts]
+    assert report["packed_over_padded"].keys() == {str(q) for q in seqs}
     for t in report["trainer"]:
         assert "error" not in t, t
+        # groups of 8 share their prompt (a quarter of each sequence): packed runs it once per group
+        logical = t["samples_per_step"] * t["seq_len"]
+        expect = logical - (t["samples_per_step"] - t["samples_per_step"] // 8) * t["prompt_len"]
+        assert t["forward_tokens"] == (logical if t["layout"] == "padded" else expect)
         assert t["trained_tok_s"] > 0 and t["tflops"] > 0 and t["mfu"] is None  # no peak known on CPU
         assert t["micro_batch_size"] in [r["micro_batch_size"] for r in t["tried"]]
     assert len(report["rollout"]) == len(report["settings"]["rollouts"])
