@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -32,11 +33,17 @@ def env_dir(tmp_path: Path) -> Path:
 
 
 def test_readme_env_trains_by_file_path(env_dir: Path, run_config) -> None:
-    cfg = parse_config(run_config(env=[{"id": str(env_dir / "my_env.py"), "args": {"n": 12}}], max_steps=2))
+    env = [{"id": str(env_dir / "my_env.py"), "args": {"n": 12}}]
+    cfg = parse_config(run_config(env=env, max_steps=2, eval={"interval": 2, "num_examples": 2}))
     session = train(cfg)
     assert session.record.status == "succeeded"
     rows = read_jsonl(session.run_dir / "metrics.jsonl")
-    assert len(rows) == 2 and all(r["errored_rollouts"] == 0 for r in rows)
+    steps = [r for r in rows if r["step"] > 0]  # row 0: the base model's evaluation
+    assert len(steps) == 2 and all(r["errored_rollouts"] == 0 for r in steps)
+    # named by the file's stem in the record and the metrics, not by its path
+    assert json.loads((session.run_dir / "run.json").read_text())["environment"] == "my_env"
+    assert "eval/my_env/avg@1" in rows[0] and "eval/my_env/avg@1" in rows[-1]
+    assert not any("outside" in key for row in rows for key in row)
 
 
 def test_readme_env_trains_as_installed_module(env_dir: Path, run_config, monkeypatch) -> None:
