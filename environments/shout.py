@@ -1,8 +1,9 @@
 """Answer in capital letters: reward = the share of the reply's letters that are upper case.
 
 A task a real 135M instruct model (builtin:smollm2) visibly learns in minutes on a CPU: it starts
-near 0.1 (it writes normal prose) and reaches ~1.0 in about 15 steps of 32 rollouts at lr 3e-4, while
-its replies stay answers to the question. (The tiny built-in model has no case to learn.)
+near 0.02 (it writes normal prose) and reaches 0.6 by step 12 of 32 rollouts at lr 1e-3
+(configs/smollm2.toml), while its replies stay answers to the question. (The tiny built-in model has
+no case to learn.)
 """
 
 from __future__ import annotations

@@ -53,11 +53,11 @@ def test_smollm2_plays_a_multi_turn_game(run_config) -> None:
 
 @pytest.mark.slow
 def test_smollm2_visibly_learns_the_real_model_demo(run_config, tmp_path) -> None:
-    """configs/smollm2.toml, shortened: capital letters from ~0.1 to well above in a few minutes."""
+    """configs/smollm2.toml, shortened: capital letters from ~0.02 to well above in a few minutes."""
     from rltrain.config import load_config
 
     cfg = load_config(
-        "configs/smollm2.toml", ["--max_steps", "12", "--run.output_dir", str(tmp_path / "runs")]
+        "configs/smollm2.toml", ["--max_steps", "14", "--run.output_dir", str(tmp_path / "runs")]
     )
     run = train(cfg)
     rewards = [r["reward_mean"] for r in read_jsonl(run.run_dir / "metrics.jsonl")]
