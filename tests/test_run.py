@@ -94,6 +94,13 @@ def test_ctrl_c_cancels_with_checkpoint_and_resume_finishes(run_config, tmp_path
     assert steps == list(range(1, steps[-1] + 1))
 
 
+def test_lora_targets_that_match_nothing_name_the_key(run_config, tmp_path: Path) -> None:
+    cfg = parse_config(run_config(lora={"rank": 16, "alpha": 32, "target_modules": "q_proj"}, run__id="t"))
+    with pytest.raises(ValueError, match=r"lora.target_modules = 'q_proj' matches no module of tiny"):
+        train(cfg)  # a string is peft's regex over full names: "q_proj" alone matches none
+    assert "lora.target_modules" in valid_record(tmp_path / "runs" / "t")["error"]
+
+
 def test_failed_run_keeps_error_in_valid_record(run_config, tmp_path: Path) -> None:
     cfg = parse_config(run_config(model=str(tmp_path / "no-such-model"), run__id="bad"))
     with pytest.raises(RuntimeError, match="no-such-model"):

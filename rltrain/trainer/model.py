@@ -123,6 +123,20 @@ def _lora_config(cfg: Config, model_type: str) -> PeftLoraConfig:
     )
 
 
+def _new_adapter(base: Any, cfg: Config, model_path: str) -> Any:
+    """A fresh LoRA adapter on `base`; a target list that matches nothing is the config's error."""
+    try:
+        return get_peft_model(base, _lora_config(cfg, base.config.model_type))
+    except ValueError as err:
+        if "not found in the base model" not in str(err):
+            raise
+        raise ValueError(
+            f"lora.target_modules = {cfg.lora.target_modules!r} matches no module of "
+            f"{Path(model_path).name} (a list names modules, e.g. ['q_proj', 'v_proj']; a string is a "
+            "regex over full module names; `rltrain models` lists each family's)"
+        ) from None
+
+
 def _scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> Any:
     """transformers' schedules: linear warmup over `warmup_steps`, then constant, linear or cosine decay."""
     kind, warm = cfg.algorithm.lr_schedule, cfg.algorithm.warmup_steps
@@ -169,7 +183,7 @@ def load_policy(
         model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
     else:
         torch.manual_seed(cfg.run.seed)  # LoRA A is drawn from the global generator
-        model = get_peft_model(base, _lora_config(cfg, base.config.model_type))
+        model = _new_adapter(base, cfg, model_path)
     if shard is not None:
         fsdp.shard(model, shard, device)
     model.train()
