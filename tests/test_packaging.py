@@ -11,14 +11,17 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from setuptools import find_packages
+from setuptools import find_namespace_packages
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_listed_packages_are_every_package_plus_the_environments() -> None:
     listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    found = find_packages(where=str(REPO), include=["rltrain", "rltrain.*"])
+    # namespace packages too: rltrain/schema holds only data, and an unlisted one warns at every install
+    found = find_namespace_packages(
+        where=str(REPO), include=["rltrain", "rltrain.*"], exclude=["*.__pycache__"]
+    )
     assert sorted(listed) == sorted([*found, "rltrain.environments"])
 
 
@@ -37,6 +40,8 @@ def test_a_wheel_installed_in_a_fresh_venv_finds_its_built_in_environments(tmp_p
         names = zf.namelist()
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "rltrain/environments/digits.py" in names and "rltrain/environments/README.md" in names
+    assert "rltrain/schema/training-run.schema.json" in names and "rltrain/py.typed" in names
+    assert "is absent from the `packages` configuration" not in build.stderr
     assert "Requires-Python: >=3.11" in metadata
 
     venv = tmp_path / "fresh"
@@ -56,7 +61,8 @@ def test_a_wheel_installed_in_a_fresh_venv_finds_its_built_in_environments(tmp_p
         "import rltrain, rltrain.envs.loader as L; "
         "assert '/fresh/' in rltrain.__file__, rltrain.__file__; "
         "assert 'digits' in L.builtin_names() and 'guess-number' in L.builtin_names(), L.builtin_names(); "
-        "env = L.load_rltrain_environment('digits'); print(len(env.rows))"
+        "env = L.load_rltrain_environment('digits'); print(len(env.rows)); "
+        "from rltrain.record import load_schema; assert load_schema()['title']"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
