@@ -43,6 +43,7 @@ class Recorder:
     last_metrics: dict[str, Any] = field(default_factory=dict)
     writer: Any = None  # TensorBoard's SummaryWriter, when on
     _clock: float = field(default_factory=time.monotonic)
+    _plotted_step: int | None = None  # the last step curves.png shows
 
     @property
     def metrics_path(self) -> Path:
@@ -106,11 +107,15 @@ class Recorder:
         self.set_status(status, error=error)
 
     def write_curves(self) -> None:
-        """runs/<id>/curves.png (main rank): at each checkpoint and at the end of the run."""
-        if self.dist.is_main:
-            from rltrain.plots import write_curves
+        """runs/<id>/curves.png (main rank): at each checkpoint and at the end of the run. Drawing
+        takes ~0.5 s; a run's end right after its final checkpoint has no new row to draw."""
+        step = self.last_metrics.get("step")
+        if not self.dist.is_main or (step is not None and step == self._plotted_step):
+            return
+        from rltrain.plots import write_curves
 
-            write_curves(self.run_dir)
+        write_curves(self.run_dir)
+        self._plotted_step = step
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the counters."""

@@ -71,3 +71,6 @@ def test_a_run_writes_curves_at_each_checkpoint_and_at_the_end(run_config) -> No
     assert seen[3] is not None and seen[3].startswith(PNG)  # step 2's checkpoint drew it
     final = _valid_png(run.run_dir / "curves.png")
     assert final != seen[3]  # redrawn at the end, with step 3
+    drawn = (run.run_dir / "curves.png").stat().st_mtime_ns
+    run.write_curves()  # no step since: not drawn again
+    assert (run.run_dir / "curves.png").stat().st_mtime_ns == drawn
