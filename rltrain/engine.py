@@ -102,14 +102,7 @@ def make_source(cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist,
     backend = engine.backend
     if cfg.max_async_level == 0:
         return SerialSource(parts, engine.sync.push)
-    lean = getattr(backend, "lean", False)
-    # each token a collective, transformers' forward on the weights in training, or an engine that
-    # sleeps while the trainer works: none can sample beside training
-    if (
-        backend.collective
-        or (backend.reads_live_weights and not lean)
-        or getattr(backend, "sleep_mode", False)
-    ):
+    if not backend.samples_beside_training:
         if dist.is_main:
             log.info(
                 "notice: max_async_level %d: this backend samples in step with training", cfg.max_async_level

@@ -19,6 +19,11 @@ class RolloutBackend(Protocol):
     reads_live_weights: bool  # samples the trainer's own model: no adapter files to hand over
     version: int  # the adapter version it samples with: optimizer steps applied to it
 
+    @property
+    def samples_beside_training(self) -> bool:
+        """It may sample on another thread while the trainer trains (max_async_level)."""
+        ...
+
     def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
         """Sample `n` completions for each prompt (token ids); one Group per prompt, in order."""
         ...

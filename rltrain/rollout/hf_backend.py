@@ -132,6 +132,12 @@ class HFBackend(BackendBase):
             at += r.n
         return out
 
+    @property
+    def samples_beside_training(self) -> bool:
+        """Not when each token is a collective, nor through transformers' forward on the weights the
+        trainer is writing; the lean decoder samples from its own merged snapshot."""
+        return not self.collective and (self.lean or not self.reads_live_weights)
+
     def hold(self) -> None:
         self._held = None
         self._held = self._snapshot()

@@ -35,6 +35,11 @@ class VLLMBackend(BackendBase):
     collective = False  # each rank's engine samples on its own
     reads_live_weights = False  # adapters arrive as files (load_adapter)
 
+    @property
+    def samples_beside_training(self) -> bool:
+        """Not in sleep mode: the engine sleeps while the trainer works."""
+        return not self.sleep_mode
+
     def __init__(
         self,
         model_path: str,
