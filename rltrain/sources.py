@@ -201,7 +201,7 @@ class AsyncSource:
             with contextlib.suppress(queue.Empty):
                 self._out.get_nowait()
             self._thread.join(timeout=0.05)
-        self._scoring.shutdown(wait=False, cancel_futures=True)
+        self._scoring.shutdown(cancel_futures=True)  # a batch in scoring ends before the engine closes
 
     # -- the producer's side ------------------------------------------------------------------------
 
