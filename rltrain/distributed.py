@@ -78,12 +78,18 @@ class Dist:
         the first rank's to fail, when another rank got there before this one."""
         if not self.enabled or self.abort_path is None:
             return message
+        mine = f"rank {self.rank}: {message}"
+        # written whole, then linked in place: a peer polling the marker never reads it half-written
+        # (open("x") + write let a peer read "" now and then, and the run's error was lost)
+        staged = self.abort_path.with_name(f"{ABORT_FILE}.{self.rank}")
+        staged.write_text(mine + "\n")
         try:
-            with self.abort_path.open("x") as f:  # exclusive: the first failure is never overwritten
-                f.write(f"rank {self.rank}: {message}\n")
+            os.link(staged, self.abort_path)  # exclusive: the first failure is never overwritten
         except FileExistsError:
-            return self.abort_path.read_text().strip() or message
-        return f"rank {self.rank}: {message}"
+            return self.abort_path.read_text().strip() or mine
+        finally:
+            staged.unlink(missing_ok=True)
+        return mine
 
     def _wait(self, work: Any) -> None:
         while not work.is_completed():

@@ -256,3 +256,17 @@ def test_sigterm_to_the_launcher_cancels_with_a_final_checkpoint(tmp_path: Path)
     assert record["status"] == "cancelled"
     last = Path(record["checkpoints"][-1])
     assert (last / "COMPLETE").is_file() and int(last.name[5:]) == record["metrics"]["step"] >= 2
+
+
+def test_the_first_rank_to_abort_names_the_error_and_its_marker_is_never_half_written(tmp_path: Path) -> None:
+    from rltrain.distributed import Dist
+
+    ranks = [Dist(), Dist()]
+    for rank, d in enumerate(ranks):
+        d.rank, d.world, d.abort_path = rank, 2, tmp_path / ".abort"
+    assert ranks[1].abort("ValueError: injected") == "rank 1: ValueError: injected"
+    # the marker's content is complete the moment it exists (a peer polls it mid-write)
+    assert (tmp_path / ".abort").read_text() == "rank 1: ValueError: injected\n"
+    # a rank failing next, inside a collective, reports the first failure rather than its own
+    assert ranks[0].abort("RuntimeError: gloo connection closed") == "rank 1: ValueError: injected"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".abort"]
