@@ -86,15 +86,30 @@ class Dist:
         try:
             os.link(staged, self.abort_path)  # exclusive: the first failure is never overwritten
         except FileExistsError:
-            return self.abort_path.read_text().strip() or mine
+            return self._first_failure() or mine
+        except OSError:  # a filesystem without hard links: exclusive create, then write
+            with contextlib.suppress(FileExistsError), self.abort_path.open("x") as f:
+                f.write(mine + "\n")
+                return mine
+            return self._first_failure() or mine
         finally:
             staged.unlink(missing_ok=True)
         return mine
 
+    def _first_failure(self) -> str:
+        """The marker's message; a moment's patience where it could not be linked whole."""
+        assert self.abort_path is not None
+        for _ in range(50):
+            text = self.abort_path.read_text().strip()
+            if text:
+                return text
+            time.sleep(0.01)
+        return ""
+
     def _wait(self, work: Any) -> None:
         while not work.is_completed():
             if self.abort_path is not None and self.abort_path.exists():
-                raise RankAborted(self.abort_path.read_text().strip())
+                raise RankAborted(self._first_failure() or "another rank failed")
             time.sleep(0.002)
         work.wait()
 

@@ -18,6 +18,7 @@ import pytest
 import tomli_w
 import torch
 
+from rltrain.distributed import Dist
 from rltrain.record import load_schema, read_jsonl
 
 # accelerate's --cpu launches ONE process; these flags give two gloo processes
@@ -258,15 +259,32 @@ def test_sigterm_to_the_launcher_cancels_with_a_final_checkpoint(tmp_path: Path)
     assert (last / "COMPLETE").is_file() and int(last.name[5:]) == record["metrics"]["step"] >= 2
 
 
-def test_the_first_rank_to_abort_names_the_error_and_its_marker_is_never_half_written(tmp_path: Path) -> None:
-    from rltrain.distributed import Dist
-
+def _two_ranks(tmp_path: Path) -> list[Dist]:
+    """Two ranks' abort sides sharing a run directory (no process group needed to abort)."""
     ranks = [Dist(), Dist()]
     for rank, d in enumerate(ranks):
         d.rank, d.world, d.abort_path = rank, 2, tmp_path / ".abort"
+    return ranks
+
+
+def test_the_first_rank_to_abort_names_the_runs_error(tmp_path: Path) -> None:
+    ranks = _two_ranks(tmp_path)
     assert ranks[1].abort("ValueError: injected") == "rank 1: ValueError: injected"
-    # the marker's content is complete the moment it exists (a peer polls it mid-write)
+    # the marker carries the message, so every rank reports the same one
     assert (tmp_path / ".abort").read_text() == "rank 1: ValueError: injected\n"
     # a rank failing next, inside a collective, reports the first failure rather than its own
     assert ranks[0].abort("RuntimeError: gloo connection closed") == "rank 1: ValueError: injected"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".abort"]
+
+
+def test_abort_works_on_a_filesystem_without_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    ranks = _two_ranks(tmp_path)
+    assert ranks[1].abort("ValueError: injected") == "rank 1: ValueError: injected"
+    assert ranks[0].abort("RuntimeError: peer gone") == "rank 1: ValueError: injected"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".abort"]
