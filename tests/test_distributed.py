@@ -114,33 +114,38 @@ def _launch(tmp_path: Path, args: list[str]) -> None:
 
 
 def test_fsdp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
+    """FSDP takes the one-process step, and a sharded run resumes bit for bit.
+
+    Only the first step is compared with one process: FSDP's reduce-scatter sums gradients in float32
+    (the one-process path in float64), which leaves the adapters ~2.5e-5 apart after one step (measured
+    on this VM's AVX-512 CPU) — enough to flip a sampled token at step 2 on some CPUs and not on others,
+    so later steps' rollouts agree by chance only."""
     from safetensors.torch import load_file
 
     fsdp = {"enabled": True}
     # FSDP's hf sampling is a collective (serial); so is the one-process run it is compared with
-    serial = {"max_async_level": 0}
+    serial: dict[str, Any] = {"max_async_level": 0, "checkpoints": {"interval": 1}}
     _launch(
         tmp_path, [*LAUNCH, "-m", "rltrain", "--config", str(_config(tmp_path, "fsdp", fsdp=fsdp, **serial))]
     )
-    _launch(tmp_path, ["-m", "rltrain", "--config", str(_config(tmp_path, "one", **serial))])
+    _launch(tmp_path, ["-m", "rltrain", "--config", str(_config(tmp_path, "one", max_steps=1, **serial))])
     rows2 = read_jsonl(tmp_path / "runs" / "fsdp" / "metrics.jsonl")
-    rows1 = read_jsonl(tmp_path / "runs" / "one" / "metrics.jsonl")
+    (r1,) = read_jsonl(tmp_path / "runs" / "one" / "metrics.jsonl")
     assert [r["step"] for r in rows2] == [1, 2, 3]
-    for r1, r2 in zip(rows1, rows2, strict=True):
-        assert {k: r1[k] for k in SAME} == {k: r2[k] for k in SAME}
-        # summed in float32 by FSDP's reduce-scatter rather than float64: equal to rounding
-        assert r2["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-4)
+    assert {k: r1[k] for k in SAME} == {k: rows2[0][k] for k in SAME}  # the same rollouts, before any update
+    assert rows2[0]["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-4)  # the same gradient
+    runs = tmp_path / "runs"
+    first = "checkpoints/step_1/adapter_model.safetensors"
+    a, one = load_file(str(runs / "fsdp" / first)), load_file(str(runs / "one" / first))
+    assert a.keys() == one.keys() and max(float((a[k] - one[k]).abs().max()) for k in a) < 1e-4
     assert _record(tmp_path, "fsdp")["status"] == "succeeded"
     # resume the sharded run from its step-2 checkpoint (gathered adapter, whole optimizer state)
-    runs = tmp_path / "runs"
     shutil.copytree(runs / "fsdp", runs / "again")
     shutil.rmtree(runs / "again" / "checkpoints" / "step_3")
     _launch(tmp_path, [*LAUNCH, "-m", "rltrain", "--resume", str(runs / "again")])
     final = "checkpoints/step_3/adapter_model.safetensors"
     a, b = load_file(str(runs / "fsdp" / final)), load_file(str(runs / "again" / final))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    one = load_file(str(runs / "one" / final))
-    assert max(float((a[k] - one[k]).abs().max()) for k in a) < 1e-3
 
 
 def test_two_node_launch_as_two_machines_on_this_host(tmp_path: Path) -> None:
