@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from rltrain.adapters import export_adapter, landing_probe
 from rltrain.rollout.backend import RolloutBackend
 from rltrain.trainer.model import Policy
@@ -26,58 +24,107 @@ class AdapterNotLanded(RuntimeError):
     pass
 
 
-def landed_tolerance(configured: float | None, dtype: torch.dtype) -> float:
-    """`rollout.landed_check_tolerance`, else by dtype: bf16 engines differ from the trainer by more."""
-    if configured is not None:
-        return configured
-    return 1e-3 if dtype == torch.float32 else 0.05
-
-
-def _probe(policy: Policy) -> Sample:
+def probe_sample(policy: Policy) -> Sample:
+    """The landed check's probe: a fixed text, its first third the prompt."""
     ids = policy.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
     cut = max(1, len(ids) // 3)
     comp = ids[cut:]
     return Sample(ids[:cut], comp, [0.0] * len(comp), [1] * len(comp), 0.0, 0.0)
 
 
-def _mean_abs(a: list[float], b: list[float]) -> float:
+def mean_abs(a: list[float], b: list[float]) -> float:
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / max(len(a), 1)
 
 
 def trainer_probe(policy: Policy) -> list[float]:
     """The trainer's logprobs of the landed check's probe, under its current adapter."""
-    return sequence_logprobs(policy, [_probe(policy)], temperature=1.0)[0]
+    return sequence_logprobs(policy, [probe_sample(policy)], temperature=1.0)[0]
 
 
-def landed_check(
-    backend: RolloutBackend, policy: Policy, tol: float, mine: list[float] | None = None
-) -> float:
-    """Mean |backend - trainer| logprob on a fixed probe; raises when the adapter did not land.
-    `mine`: the trainer's probe logprobs when taken earlier (at the version the backend now holds)."""
-    probe = _probe(policy)
-    given = mine is not None
-    mine = mine if mine is not None else sequence_logprobs(policy, [probe], temperature=1.0)[0]
-    theirs = backend.score_logprobs(probe.prompt_ids, probe.completion_ids)
-    diff = _mean_abs(mine, theirs)
-    if diff > tol and not policy.sharded:  # sharded: every rank would have to run the hint's forward
-        hint = ""
-        if not given:  # the trainer holds the version the engine was given: compare with the base model
-            with policy.model.disable_adapter():
-                base = sequence_logprobs(policy, [probe], temperature=1.0)[0]
-            if _mean_abs(base, theirs) < diff:
-                hint = " — it matches the base model: the adapter was ignored"
-        raise AdapterNotLanded(
-            f"landed check failed: {backend.name} logprobs differ from the trainer's by {diff:.4g} "
-            f"(tolerance {tol:g}){hint}; refusing to train off-policy"
-        )
-    return diff
+def base_probe(policy: Policy) -> list[float]:
+    """The trainer's logprobs of the probe on the base model (adapter off): they never change."""
+    with policy.model.disable_adapter():
+        return trainer_probe(policy)
+
+
+def engine_probe(backend: RolloutBackend, policy: Policy) -> list[float]:
+    probe = probe_sample(policy)
+    return backend.score_logprobs(probe.prompt_ids, probe.completion_ids)
+
+
+@dataclass(frozen=True)
+class LandedRule:
+    """How the landed check decides (docs/vllm.md has the rule and the margins measured for it).
+
+    An engine and the trainer never agree exactly: their kernels differ, by ~1e-6 in fp32 and by a
+    model-, size- and device-dependent amount in bf16 (0.026 on the tiny model on CPU). So the check
+    measures that noise floor at start, on the same weights (the base model), and then asks two things of
+    each adapter. Relative: for each alternative a failed load would leave the engine serving (the base
+    model, the adapter of the last check) that the trainer's own logprobs put at least `gate` floors away
+    from the current adapter, the engine must be nearer the current adapter than that alternative.
+    Absolute: its distance to the trainer stays within `floor_multiple` floors (or `override`).
+    """
+
+    override: float | None = None  # rollout.landed_check_tolerance: a fixed bound on the distance instead
+    floor_multiple: float = 4.0
+    gate: float = 2.0
+    min_floor: float = 2.5e-4  # fp32 engines agree to ~1e-6: below this the floor is rounding luck
+
+    def bound(self, floor: float) -> float:
+        return self.override if self.override is not None else self.floor_multiple * floor
+
+
+class LandedCheck:
+    """The check's state: the noise floor measured at start, and the trainer's probe logprobs on the base
+    model and at the last check (what an ignored or a stale adapter would leave the engine serving)."""
+
+    def __init__(self, rule: LandedRule, backend_name: str) -> None:
+        self.rule, self.backend_name = rule, backend_name
+        self.floor = rule.min_floor
+        self.base: list[float] | None = None
+        self.last: list[float] | None = None
+
+    def calibrate(self, engine: list[float], trainer_base: list[float]) -> dict[str, float]:
+        """The engine and the trainer on the same weights (the base model): the floor."""
+        self.base = trainer_base
+        self.floor = max(mean_abs(engine, trainer_base), self.rule.min_floor)
+        return {"landed_floor": self.floor}
+
+    def judge(self, engine: list[float], trainer: list[float], calibrating: bool = False) -> dict[str, float]:
+        """Metrics of one check; raises when the adapter did not land. `calibrating`: the first sync's
+        loud probe adapter, which must be told apart from the base model, and is decided by that alone."""
+        diff, bound = mean_abs(engine, trainer), self.rule.bound(self.floor)
+        ratios: dict[str, float] = {}  # d(engine, current) / d(engine, alternative): < 1 nearer current
+        for name, alt in (("base model", self.base), ("previous adapter", self.last)):
+            if alt is not None and mean_abs(trainer, alt) >= self.rule.gate * self.floor:
+                ratios[name] = diff / max(mean_abs(engine, alt), 1e-12)
+        worst = max(ratios, key=ratios.__getitem__, default=None)
+        if calibrating:
+            failed = worst is None or ratios[worst] >= 1.0
+        else:
+            failed = diff > bound or (worst is not None and ratios[worst] >= 1.0)
+        if failed:
+            raise AdapterNotLanded(self._message(diff, bound, worst, ratios))
+        if not calibrating:
+            self.last = trainer
+        out = {"landed_diff": diff}
+        return out | ({"landed_ratio": ratios[worst]} if worst is not None else {})
+
+    def _message(self, diff: float, bound: float, worst: str | None, ratios: dict[str, float]) -> str:
+        why = f"differ from the trainer's by {diff:.4g} (noise floor {self.floor:.3g}, bound {bound:.3g})"
+        if worst is not None and ratios[worst] >= 1.0:
+            hint = "the adapter was ignored" if worst == "base model" else "the engine kept serving it"
+            why += f", and by only {diff / ratios[worst]:.4g} from the {worst}'s: {hint}"
+        elif worst is None and diff <= bound:
+            why += ", and the probe adapter is within noise of the base model: nothing to tell apart"
+        return f"landed check failed: {self.backend_name} logprobs {why}; refusing to train off-policy"
 
 
 @dataclass(frozen=True)
 class SyncSettings:
     live_dir: Path  # where adapter versions are written for the engine (one subdir per rank)
     model_type: str | None  # the checkpoint's model_type: the layout the engine applies
-    tolerance: float  # the landed check's bound on the mean |logprob| difference
+    rule: LandedRule  # how the landed check decides
     interval: int  # steps between landed checks after the first sync (0 = first sync only)
 
 
@@ -86,28 +133,41 @@ class AdapterSync:
 
     def __init__(self, backend: RolloutBackend, policy: Policy, settings: SyncSettings) -> None:
         self.backend, self.policy, self.settings = backend, policy, settings
+        self.landed = LandedCheck(settings.rule, backend.name)
 
     def push(self, step: int, first: bool = False) -> dict[str, float]:
         """The adapter after `step` (version `step`: updates applied) reaches the engine; returns sync
-        timings and landed_diff. (Its directory is v{step + 1}: the adapter the next step samples.)"""
-        backend, policy, s = self.backend, self.policy, self.settings
+        timings and the landed check's metrics. (Its directory is v{step + 1}: the adapter the next
+        step samples.)"""
+        backend = self.backend
         if backend.reads_live_weights:  # it samples the trainer's own model: nothing to hand over
             backend.load_adapter(None, step)
             return {}
         t0 = time.perf_counter()
-        out: dict[str, float] = {}
-        if first:  # a fresh adapter (B = 0) equals the base model: prove landing with a loud one
-            with landing_probe(policy.model):
-                probe = export_adapter(
-                    policy.model, s.live_dir / "probe", s.model_type, policy.adapter_state()
-                )
-                backend.load_adapter(probe, step)
-                out["landed_diff"] = landed_check(backend, policy, s.tolerance)
-            shutil.rmtree(s.live_dir / "probe", ignore_errors=True)
+        out = self._calibrate(step) if first else {}
         out.update(self.load(self.export(step), step, t0))
         if not first and self.check_due(step):
-            out["landed_diff"] = landed_check(backend, policy, s.tolerance)
+            out.update(self.check())
         return out
+
+    def _calibrate(self, step: int) -> dict[str, float]:
+        """The first sync: the noise floor on the base model (the engine starts there), then a loud
+        adapter that must land, since a fresh one (B = 0) equals the base model whether it landed or not."""
+        s, policy = self.settings, self.policy
+        self.backend.load_adapter(None, step)
+        out = self.landed.calibrate(engine_probe(self.backend, policy), base_probe(policy))
+        with landing_probe(policy.model):
+            probe = export_adapter(policy.model, s.live_dir / "probe", s.model_type, policy.adapter_state())
+            self.backend.load_adapter(probe, step)
+            loud = self.landed.judge(engine_probe(self.backend, policy), trainer_probe(policy), True)
+        shutil.rmtree(s.live_dir / "probe", ignore_errors=True)
+        return out | {f"landed_probe_{k.removeprefix('landed_')}": v for k, v in loud.items()}
+
+    def check(self, mine: list[float] | None = None) -> dict[str, float]:
+        """The landed check of the adapter the engine now holds; `mine`: the trainer's probe logprobs
+        at that version when taken earlier (the trainer has moved on since)."""
+        mine = mine if mine is not None else trainer_probe(self.policy)
+        return self.landed.judge(engine_probe(self.backend, self.policy), mine)
 
     def check_due(self, step: int) -> bool:
         return bool(self.settings.interval) and step % self.settings.interval == 0

@@ -238,7 +238,8 @@ class RolloutConfig(_Model):
     landed_check_interval: int = Field(10, ge=0)
     """Steps between checks that the engine applies the adapter (the first sync is always checked)."""
     landed_check_tolerance: float | None = Field(None, gt=0.0, examples=[0.001])
-    """Mean |logprob| difference allowed by the landed check (unset = 1e-3 fp32, 0.05 bf16)."""
+    """A fixed bound on the landed check's mean |logprob| difference (unset: 4x the engine/trainer noise
+    floor measured at start; docs/vllm.md)."""
 
 
 class ScoringConfig(_Model):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
-from rltrain.adapter_sync import AdapterSync, SyncSettings, landed_check, landed_tolerance, trainer_probe
+from rltrain.adapter_sync import AdapterSync, LandedRule, SyncSettings, trainer_probe
 from rltrain.config import Config
 from rltrain.data import EnvSlot, PromptSampler
 from rltrain.distributed import Dist
@@ -83,7 +83,7 @@ def build_engine(
     sync = SyncSettings(
         live_dir / f"rank{dist.rank}" if dist.enabled else live_dir,  # each engine reads its own copy
         checkpoint_model_type(resolve_model_path(cfg.model)),
-        landed_tolerance(cfg.rollout.landed_check_tolerance, policy.dtype),
+        LandedRule(override=cfg.rollout.landed_check_tolerance),
         cfg.rollout.landed_check_interval,
     )
     return Engine(
@@ -112,8 +112,7 @@ def make_source(cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist,
     def load(adapter: Adapter) -> dict[str, float]:  # on the producer's thread: it owns the engine
         out = engine.sync.load(adapter.path, adapter.version)
         if adapter.probe is not None:
-            tol = engine.sync.settings.tolerance
-            out["landed_diff"] = landed_check(backend, engine.policy, tol, adapter.probe)
+            out.update(engine.sync.check(adapter.probe))
         return out
 
     _share_cores(engine)

@@ -238,7 +238,7 @@ def test_two_processes_each_with_a_vllm_engine(tmp_path: Path, fsdp: bool) -> No
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     rows = read_jsonl(tmp_path / "runs" / "vllm2" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
-    assert rows[0]["landed_diff"] < 1e-3  # rank 0's engine took the adapter; rank 1 checked its own too
+    assert rows[0]["landed_probe_diff"] < 1e-3  # rank 0's engine took the adapter; rank 1 checked its own too
     assert _record(tmp_path, "vllm2")["status"] == "succeeded"
 
 

@@ -197,7 +197,7 @@ def _servable() -> list[Any]:
 @pytest.mark.vllm
 @pytest.mark.parametrize("family", _servable())
 def test_vllm_serves_the_trained_adapter(family: str, tmp_path: Path) -> None:
-    from rltrain.adapter_sync import AdapterNotLanded, landed_check
+    from rltrain.adapter_sync import AdapterNotLanded, LandedCheck, LandedRule
 
     policy, samples, _ = trained(family)
     path = resolve_model_path(f"builtin:tiny-{family}")
@@ -212,7 +212,10 @@ def test_vllm_serves_the_trained_adapter(family: str, tmp_path: Path) -> None:
         backend.load_adapter(None, 1)
         base = served()
         with policy.model.disable_adapter():
-            assert _mean_abs(base, sequence_logprobs(policy, [probe], 1.0)[0]) < tol
+            trainer_base = sequence_logprobs(policy, [probe], 1.0)[0]
+        assert _mean_abs(base, trainer_base) < tol
+        check = LandedCheck(LandedRule(), backend.name)
+        check.calibrate(base, trainer_base)
         backend.load_adapter(export_adapter(policy.model, tmp_path / "trained", model_type), 2)
         mine = sequence_logprobs(policy, [probe], 1.0)[0]
         assert _mean_abs(served(), mine) < tol
@@ -225,11 +228,12 @@ def test_vllm_serves_the_trained_adapter(family: str, tmp_path: Path) -> None:
         with landing_probe(policy.model):  # a loud adapter: the landed check must see it land...
             backend.load_adapter(export_adapter(policy.model, tmp_path / "probe", model_type), 3)
             assert _mean_abs(served(), base) > 10 * tol
-            landed_check(backend, policy, tol)
+            loud = sequence_logprobs(policy, [probe], 1.0)[0]
+            check.judge(served(), loud, calibrating=True)
             # ...and fail loudly when vLLM ignores it (here: keys renamed to a layout llama lacks)
             wrong = "qwen3_5" if not key_renames(model_type) else f"{model_type}_text"
             backend.load_adapter(export_adapter(policy.model, tmp_path / "wrong", wrong), 4)
             with pytest.raises(AdapterNotLanded, match="ignored"):
-                landed_check(backend, policy, tol)
+                check.judge(served(), loud)
     finally:
         backend.close()
