@@ -1,5 +1,5 @@
 """verifiers 0.4 environments (the v1 stack: tasksets, harnesses, traces), loaded from an `[[env]]`
-entry and run unchanged; rollout/v1_runner.py drives their episodes against rltrain's engine.
+entry and run unchanged; kinds/verifiers.py drives their episodes against rltrain's engine.
 
 The entry is the shape the Prime template writes (`name`, `taskset = {id, ...}`, `harness = {...}`) or
 verifiers 0.4's own (`agent = {harness, runtime, ...}`). What 0.4 renamed or moved is translated with a

@@ -1,5 +1,6 @@
-"""The working parts of a run, built once around the loaded policy: the engine that samples, the
-collector that scores, the adapter bridge, and the source the loop draws each step's rollouts from."""
+"""The working parts of a run, built once from its spec around the loaded policy: the engine that
+samples, the collector that scores, the adapter bridge; a resumed run's starting point; and the
+rollout source the loop draws from (`make_source`)."""
 
 from __future__ import annotations
 
@@ -7,30 +8,34 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoConfig
 
-from rltrain.adapter_sync import AdapterSync, SyncSettings, landed_check, landed_tolerance, trainer_probe
+from rltrain import checkpoint as ckpt
 from rltrain.config import Config
-from rltrain.data import EnvSlot, PromptSampler
 from rltrain.distributed import Dist
 from rltrain.envs.scoring import Scorer
-from rltrain.families import checkpoint_model_type
-from rltrain.models import resolve_model_path
+from rltrain.kinds.base import RunnerContext
+from rltrain.orchestrator.adapter_sync import AdapterSync, SyncSettings, landed_tolerance
+from rltrain.orchestrator.assemble import GroupSettings
+from rltrain.orchestrator.backends import TrainerModel, make_backend
+from rltrain.orchestrator.collect import Collector
+from rltrain.orchestrator.producer import AsyncSource
+from rltrain.orchestrator.prompts import PromptSampler
+from rltrain.orchestrator.slots import worker_specs
+from rltrain.orchestrator.sources import Draw, RolloutSource, SerialSource
+from rltrain.orchestrator.spec import RunSpec
+from rltrain.record import truncate_jsonl
+from rltrain.recorder import Recorder
 from rltrain.rollout.backend import RolloutBackend
-from rltrain.rollout.collect import Collector, GroupSettings
 from rltrain.rollout.episodes import EpisodeLimits
-from rltrain.rollout.factory import TrainerModel, make_backend
-from rltrain.rollout.prompting import PromptEncoder, Prompting, template_kwargs
-from rltrain.rundir import env_specs
-from rltrain.sizing import Sizing, plan
-from rltrain.sources import Adapter, AsyncSource, Parts, SerialSource
-from rltrain.trainer.model import Policy, load_tokenizer
+from rltrain.rollout.prompting import Prompting
+from rltrain.trainer import fsdp
+from rltrain.trainer.model import Policy, load_policy
 from rltrain.trainer.step import TrainSettings
 
 log = logging.getLogger("rltrain")
-Source = SerialSource | AsyncSource
 
 
 @dataclass
@@ -49,17 +54,9 @@ class Engine:
         self.backend.close()
 
 
-def size_run(cfg: Config, slots: list[EnvSlot]) -> Sizing:
-    """The engine's context and KV cache for this run's data (drops prompts over seq_len)."""
-    path = resolve_model_path(cfg.model)
-    encoder = PromptEncoder(load_tokenizer(path), template_kwargs(cfg))
-    return plan(cfg, slots, encoder, AutoConfig.from_pretrained(path))
-
-
-def build_engine(
-    cfg: Config, policy: Policy, slots: list[EnvSlot], *, live_dir: Path, dist: Dist, sizing: Sizing
-) -> Engine:
+def build_engine(spec: RunSpec, policy: Policy, *, live_dir: Path, dist: Dist) -> Engine:
     """Backend, prompting, collector and adapter sync around a loaded policy."""
+    cfg = spec.cfg
     trainer = TrainerModel(
         policy.model,
         policy.tokenizer,
@@ -69,20 +66,20 @@ def build_engine(
         policy.lock,
         lambda: policy.version,
     )
-    backend = make_backend(cfg, trainer, dist, sizing)
+    backend = make_backend(spec, trainer, dist)
     prompting = Prompting.build(cfg, policy.tokenizer, policy.model.generation_config.eos_token_id)
     drop = any(f.type == "zero_advantage" for f in cfg.pre_batch_filters)
     groups = GroupSettings(cfg.rollouts_per_example, cfg.algorithm.scale_rewards, drop)
-    scorer = Scorer.start(cfg.scoring, env_specs(cfg))
-    collector = Collector(backend, prompting.encoder, slots, scorer, groups)
-    collector.limits = EpisodeLimits(
-        max_context=sizing.max_model_len,
+    limits = EpisodeLimits(
+        max_context=spec.sizing.max_model_len,
         turn_timeout_s=cfg.scoring.turn_timeout_s,
         episode_timeout_s=cfg.scoring.episode_timeout_s,
     )
+    scorer = Scorer.start(cfg.scoring, worker_specs(spec.all_slots))
+    ctx = RunnerContext(backend, prompting.encoder, limits, scorer, spec.model_path)
     sync = SyncSettings(
         live_dir / f"rank{dist.rank}" if dist.enabled else live_dir,  # each engine reads its own copy
-        checkpoint_model_type(resolve_model_path(cfg.model)),
+        spec.model_type,
         landed_tolerance(cfg.rollout.landed_check_tolerance, policy.dtype),
         cfg.rollout.landed_check_interval,
     )
@@ -90,34 +87,52 @@ def build_engine(
         policy,
         backend,
         prompting,
-        collector,
+        Collector(spec.all_slots, ctx, groups),
         AdapterSync(backend, policy, sync),
         TrainSettings.from_config(cfg),
     )
 
 
-def make_source(cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist, start: int) -> Source:
+def start_policy(
+    spec: RunSpec, rec: Recorder, resume_from: Path | None, device: torch.device
+) -> tuple[Policy, dict[str, Any] | None]:
+    """The policy to train: fresh, warm-started from `checkpoint_id`, or restored from the checkpoint a
+    resumed run continues from; with that checkpoint's state (None for a new run)."""
+    cfg = spec.cfg
+    init_adapter = resume_from or (Path(cfg.checkpoint_id) if cfg.checkpoint_id else None)
+    shard = fsdp.settings(cfg.fsdp, rec.dist.world)
+    policy = load_policy(cfg, spec.model_path, init_adapter, device, shard, tokenizer=spec.tokenizer)
+    if resume_from is None:
+        return policy, None
+    state = ckpt.load_trainer_state(resume_from)
+    ckpt.restore(policy, state)
+    policy.version = int(state["step"])
+    rec.load_state_dict(state, policy.version, [str(p) for p in ckpt.complete_checkpoints(rec.run_dir)])
+    return policy, state
+
+
+def latest_for_resume(run_dir: Path, resume: Path | None, dist: Dist) -> Path | None:
+    """The checkpoint a resumed run continues from (None: a new run, or none complete yet)."""
+    latest = ckpt.latest_checkpoint(run_dir) if resume is not None else None
+    if resume is not None and latest is None and dist.is_main:
+        # killed before its first complete checkpoint: the run starts over, so drop the dead rows
+        truncate_jsonl(run_dir / "metrics.jsonl", 0)
+    return latest
+
+
+def make_source(cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist, start: int) -> RolloutSource:
     """Serial, or a producer thread `max_async_level` steps ahead where the backend allows it."""
-    parts = Parts(cfg, engine.collector, sampler, engine.prompting, dist)
-    backend = engine.backend
+    draw = Draw(engine.collector, sampler, engine.prompting, dist, cfg.prompts_per_step)
     if cfg.max_async_level == 0:
-        return SerialSource(parts, engine.sync.push)
-    if not backend.samples_beside_training:
+        return SerialSource(draw, engine.sync)
+    if not engine.backend.samples_beside_training:
         if dist.is_main:
             log.info(
                 "notice: max_async_level %d: this backend samples in step with training", cfg.max_async_level
             )
-        return SerialSource(parts, engine.sync.push)
-
-    def load(adapter: Adapter) -> dict[str, float]:  # on the producer's thread: it owns the engine
-        out = engine.sync.load(adapter.path, adapter.version)
-        if adapter.probe is not None:
-            tol = engine.sync.settings.tolerance
-            out["landed_diff"] = landed_check(backend, engine.policy, tol, adapter.probe)
-        return out
-
+        return SerialSource(draw, engine.sync)
     _share_cores(engine)
-    return AsyncSource(parts, start, load)
+    return AsyncSource(draw, engine.sync, start, ahead=cfg.max_async_level, last=cfg.max_steps)
 
 
 def _share_cores(engine: Engine) -> None:
@@ -132,11 +147,3 @@ def _share_cores(engine: Engine) -> None:
     if threads != torch.get_num_threads():
         log.info("notice: sampling ahead on CPU: %d torch threads each for sampling and training", threads)
         torch.set_num_threads(threads)
-
-
-def publish(source: Source, engine: Engine, step: int) -> dict[str, float]:
-    """The adapter after `step` reaches the engine: synced now (serial) or handed to the producer."""
-    if isinstance(source, SerialSource):
-        return source.published(step)
-    probe = trainer_probe(engine.policy) if engine.sync.check_due(step) else None
-    return source.published(Adapter(step, engine.sync.export(step), probe))
