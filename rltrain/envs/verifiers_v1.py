@@ -79,11 +79,7 @@ def prepare_offline_harness() -> None:
 
 
 class V1Env:
-    """A verifiers environment as a slot: its tasks are the rows the prompt order draws."""
-
-    multi_turn = True
-    tools: dict[str, Any] = {}
-    env_response = None
+    """A loaded verifiers environment and its tasks as rows (kinds/verifiers.py runs it)."""
 
     def __init__(self, vf_env: Any, renderer: str | dict[str, Any] | None, max_turns: int) -> None:
         self.vf_env = vf_env

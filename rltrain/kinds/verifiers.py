@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rltrain.config import EnvConfig
-from rltrain.envs.base import Row
+from rltrain.envs.base import Environment, Message, Row
 from rltrain.envs.scoring import GroupScores
 from rltrain.envs.verifiers_v1 import V1Env, load_v1, prepare_offline_harness
 from rltrain.kinds.base import EnvSlot, Item, Kind, PromptLengths, RunnerContext
@@ -55,6 +56,21 @@ class VerifiersEnv:
 
     def start_runner(self, ctx: RunnerContext) -> V1Runner:
         return V1Runner(ctx)
+
+
+@functools.cache
+def _shape() -> Environment:
+    """What an Episode reads of its environment: that it is multi-turn (its record keeps the turns);
+    verifiers plays and scores the episode itself."""
+    return Environment([{"question": "-"}], _unscored, env_response=_no_reply)
+
+
+def _unscored(completion: Any) -> float:
+    return 0.0
+
+
+def _no_reply(messages: list[Message], state: dict[str, Any]) -> None:
+    return None
 
 
 def _v1(slot: EnvSlot) -> V1Env:
@@ -175,9 +191,7 @@ class V1Runner:
 
 def _episode(vf_ep: Any, slot: EnvSlot, row: Row, group: int, member: int) -> Episode:
     """A verifiers episode as rltrain's: each trainable branch one sample, the trace's reward."""
-    # Episode.env is typed Environment; V1Env answers the three things an Episode reads of it
-    # (multi_turn, tools, env_response) until issue 25 types Episode.env as a protocol
-    ep = Episode(slot.name, _v1(slot), row, group, member, None, [])  # type: ignore[arg-type]
+    ep = Episode(slot.name, _shape(), row, group, member, None, [])
     ep.messages, ep.shown_from = list(row.prompt), 0  # records keep the whole conversation verifiers saw
     if vf_ep is None:
         ep.error, ep.finish = "episode timed out", "timeout"
