@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rltrain.config import ConfigError, load_config
-
 
 def _overview() -> str:
     return (
@@ -45,6 +43,8 @@ def cmd_train(argv: list[str]) -> int:
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest complete checkpoint"
     )
     args, overrides = parser.parse_known_args(argv)
+    from rltrain.config import ConfigError, load_config  # pydantic: a third of a second, not for `runs`
+
     if not args.config and not args.resume:
         parser.print_usage(sys.stderr)
         return _fail("--config is required (or --resume RUN_DIR); `python -m rltrain init` writes one", 2)

@@ -20,12 +20,14 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rltrain.config import Config, ConfigError, load_config
 from rltrain.fsutil import try_flock, unlock
 from rltrain.record import RunRecord, validate_run_id
 from rltrain.rundir import create_run_dir, env_file_paths
+
+if TYPE_CHECKING:
+    from rltrain.config import Config
 
 LOCK, CLAIM, LOG = ".lock", ".claim", "output.log"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -122,6 +124,8 @@ def _pin(path: str | None) -> str | None:
 
 def _pin_paths(cfg: Config, config_dir: Path) -> None:
     """A worker may run elsewhere: make the config's local paths absolute, resolved as `train` would."""
+    from rltrain.config import ConfigError
+
     try:
         cfg.env_files = [str(p) for p in env_file_paths(cfg.env_files, config_dir)]
     except FileNotFoundError as err:
@@ -136,6 +140,8 @@ def _pin_paths(cfg: Config, config_dir: Path) -> None:
 def submit(config: str, overrides: list[str], runs: Path | None = None) -> Path:
     """Validate the config and record a `queued` run (under `runs`, else run.output_dir); returns its
     directory."""
+    from rltrain.config import load_config  # pydantic: only `submit` needs it, not `runs`
+
     cfg = load_config(config, overrides)
     _pin_paths(cfg, Path(config).resolve().parent)
     if runs is not None:

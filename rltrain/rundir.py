@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from rltrain.config import Config, apply_overrides, parse_config
 from rltrain.fsutil import atomic_write_text, try_flock
 from rltrain.record import RunRecord, validate_run_id
 
 if TYPE_CHECKING:
+    from rltrain.config import Config
     from rltrain.distributed import Dist
 
 
@@ -124,4 +124,6 @@ def write_config(run_dir: Path, dump: dict[str, Any]) -> None:
 
 def stored_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
     """The config a run was started with (config.json), with command-line overrides applied."""
+    from rltrain.config import apply_overrides, parse_config  # pydantic: not for `runs`
+
     return parse_config(apply_overrides(json.loads((run_dir / "config.json").read_text()), overrides or []))
