@@ -6,32 +6,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from datetime import UTC
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from rltrain.config import ConfigError, load_config
 
-# name -> one line; `python -m rltrain --help` lists them, each takes --help itself
-COMMANDS = {
-    "train": "train a run (the default command): --config X.toml [--key.sub value ...], or --resume RUN_DIR",
-    "init": "write a commented starter config (--prime-rl: prime-rl's rl.toml shape)",
-    "runs": "list runs; runs show ID | runs cancel ID | runs plot ID [ID ...] (--runs DIR)",
-    "submit": "validate a config and queue it as a run for a worker",
-    "worker": "run queued runs, oldest first",
-    "eval": "evaluate a model or an adapter on environments, without training",
-    "envs": "list the built-in and installed environments",
-    "models": "the base-model registry: what each model family supports where",
-}
-OVERVIEW = (
-    "usage: python -m rltrain [train] --config X.toml [--key.sub value ...]\n"
-    "       python -m rltrain COMMAND [--help] ...\n\n"
-    "Local GRPO post-training of LoRA adapters (rollouts from vLLM or transformers, rewards from an\n"
-    "environment, a run record per run).\n\ncommands:\n"
-    + "".join(f"  {name:8} {text}\n" for name, text in COMMANDS.items())
-    + "\n`python -m rltrain COMMAND --help` shows a command's options."
-)
+def _overview() -> str:
+    return (
+        "usage: python -m rltrain [train] --config X.toml [--key.sub value ...]\n"
+        "       python -m rltrain COMMAND [--help] ...\n\n"
+        "Local GRPO post-training of LoRA adapters (rollouts from vLLM or transformers, rewards from an\n"
+        "environment, a run record per run).\n\ncommands:\n"
+        + "".join(f"  {name:8} {command.help}\n" for name, command in COMMANDS.items())
+        + "\n`python -m rltrain COMMAND --help` shows a command's options."
+    )
 
 
 def _fail(msg: str, code: int) -> int:
@@ -54,6 +43,8 @@ def cmd_train(argv: list[str]) -> int:
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest complete checkpoint"
     )
     args, overrides = parser.parse_known_args(argv)
+    from rltrain.config import ConfigError, load_config  # pydantic: a third of a second, not for `runs`
+
     if not args.config and not args.resume:
         parser.print_usage(sys.stderr)
         return _fail("--config is required (or --resume RUN_DIR); `python -m rltrain init` writes one", 2)
@@ -102,163 +93,11 @@ def cmd_init(argv: list[str]) -> int:
     return 0
 
 
-def cmd_runs(argv: list[str]) -> int:
-    from rltrain import queue
-
-    parser = argparse.ArgumentParser(
-        prog="python -m rltrain runs", description="List, show, cancel, plot runs."
-    )
-    parser.add_argument(
-        "--runs",
-        metavar="DIR",
-        default=str(queue.runs_root()),
-        help="runs directory (default $RLTRAIN_RUNS or runs)",
-    )
-    sub = parser.add_subparsers(dest="action", metavar="{show,cancel,plot}")
-    for name, text in (
-        ("show", "print a run's record (run.json)"),
-        ("cancel", "cancel a queued or running run"),
-    ):
-        one = sub.add_parser(name, help=text, description=text)
-        one.add_argument("id", help="the run's id")
-        one.add_argument("--runs", metavar="DIR", default=argparse.SUPPRESS, help="runs directory")
-        if name == "cancel":
-            one.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the run to end")
-    plot = sub.add_parser(
-        "plot", help="overlay runs' curves in one PNG", description="Overlay runs' curves in one PNG."
-    )
-    plot.add_argument("ids", nargs="+", metavar="ID", help="runs to compare")
-    plot.add_argument("--out", default="curves.png", help="the PNG to write (default curves.png)")
-    plot.add_argument("--runs", metavar="DIR", default=argparse.SUPPRESS, help="runs directory")
-    args = parser.parse_args(argv)
-    root = Path(args.runs)
-    if args.action is None:
-        return _runs_table(root)
-    ids = args.ids if args.action == "plot" else [args.id]
-    try:
-        run_dirs = [queue.run_path(root, run_id) for run_id in ids]
-    except ValueError as err:
-        return _fail(f"runs {args.action}: {err}", 2)
-    missing = [d.name for d in run_dirs if queue.read_record(d) is None]
-    if missing:
-        return _fail(f"runs {args.action}: no run {missing[0]!r} in {root}", 2)
-    if args.action == "plot":
-        from rltrain.plots import plot_runs
-
-        try:
-            print(f"wrote {plot_runs(run_dirs, Path(args.out))}")
-        except ValueError as err:
-            return _fail(f"runs plot: {err}", 2)
-        return 0
-    if args.action == "cancel":
-        return _runs_cancel(run_dirs[0], args.wait)
-    return _runs_show(run_dirs[0], queue.read_record(run_dirs[0]) or {})
-
-
-def _runs_table(root: Path) -> int:
-    from rltrain import queue
-
-    print(
-        f"{'id':32} {'status':12} {'step':>9} {'reward':>7} {'tokens':>9} {'cost':>8} {'age':>4}  "
-        "base_model / environment"
-    )
-    for run_dir in queue.all_runs(root):
-        rec = queue.read_record(run_dir)
-        if rec is None:
-            print(f"{run_dir.name:32} unreadable   (run.json does not parse)")
-            continue
-        m, u = rec.get("metrics") or {}, rec.get("usage") or {}
-        steps = f"{m.get('step', 0)}/{(rec.get('config') or {}).get('max_steps', '?')}"
-        tokens = int(u.get("input_tokens", 0)) + int(u.get("output_tokens", 0))
-        print(
-            f"{rec.get('id', run_dir.name):32} {queue.effective_status(run_dir, rec):12} {steps:>9} "
-            f"{float(m.get('reward_mean', 0.0)):7.3f} {tokens:9d} {float(u.get('cost_usd', 0.0)):8.2f} "
-            f"{_age(str(rec.get('created_at', ''))):>4}  {rec.get('base_model')} / {rec.get('environment')}"
-        )
-    return 0
-
-
-def _age(created_at: str) -> str:
-    from datetime import datetime
-
-    try:
-        then = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-    except ValueError:
-        return "?"
-    s = int((datetime.now(UTC) - then).total_seconds())
-    unit, size = next(((u, n) for u, n in (("d", 86400), ("h", 3600), ("m", 60)) if s >= n), ("s", 1))
-    return f"{max(s, 0) // size}{unit}"
-
-
-def _runs_show(run_dir: Path, rec: dict) -> int:
-    from rltrain import queue
-
-    print((run_dir / "run.json").read_text(), end="")
-    if queue.effective_status(run_dir, rec) == "failed-stale":
-        abort = run_dir / ".abort"  # a rank's own error, when the main rank died before recording it
-        why = f" after `{abort.read_text().strip()}`" if abort.is_file() else ""
-        resume = f"python -m rltrain --resume {run_dir}"
-        _fail(f"failed-stale{why}: no process holds this run; continue it: {resume}", 0)
-    return 0
-
-
-def _runs_cancel(run_dir: Path, wait: float) -> int:
-    from rltrain import queue
-
-    try:
-        print(f"rltrain: {queue.cancel(run_dir)}")
-    except RuntimeError as err:
-        return _fail(str(err), 1)
-    if wait:
-        status = queue.wait_until_done(run_dir, wait)
-        print(f"rltrain: run {run_dir.name} {status}")
-        return 0 if status == "cancelled" else 1
-    return 0
-
-
-def cmd_submit(argv: list[str]) -> int:
-    from rltrain import queue
-
-    parser = argparse.ArgumentParser(
-        prog="python -m rltrain submit", description="Queue a run for a worker.", allow_abbrev=False
-    )
-    parser.add_argument("--config", required=True, help="TOML config")
-    args, overrides = parser.parse_known_args(argv)
-    try:
-        run_dir = queue.submit(args.config, overrides)
-    except (ValueError, FileExistsError) as err:  # ConfigError is a ValueError; so is a bad run id
-        return _fail(str(err), 2)
-    print(run_dir.name)
-    _fail(f"queued run {run_dir.name} in {run_dir.parent}; `python -m rltrain worker` runs it", 0)
-    return 0
-
-
-def cmd_worker(argv: list[str]) -> int:
-    import signal
-
-    from rltrain import queue
-
-    parser = argparse.ArgumentParser(prog="python -m rltrain worker", description="Run queued runs.")
-    parser.add_argument("--once", action="store_true", help="run what is queued, then exit (no polling)")
-    parser.add_argument("--poll", type=float, default=5.0, help="seconds between looks at an empty queue")
-    parser.add_argument(
-        "--runs",
-        metavar="DIR",
-        default=str(queue.runs_root()),
-        help="runs directory (default $RLTRAIN_RUNS or runs)",
-    )
-    args = parser.parse_args(argv)
-    worker = queue.Worker(Path(args.runs), args.poll)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, worker.handle_signal)
-    print(f"rltrain worker: pid {os.getpid()}, watching {args.runs}", flush=True)
-    worker.run(once=args.once)
-    return 0
-
-
 def _no_options(name: str, argv: list[str]) -> None:
     """A command without options still answers --help, and refuses what it does not take."""
-    argparse.ArgumentParser(prog=f"python -m rltrain {name}", description=COMMANDS[name]).parse_args(argv)
+    argparse.ArgumentParser(prog=f"python -m rltrain {name}", description=COMMANDS[name].help).parse_args(
+        argv
+    )
 
 
 def cmd_envs(argv: list[str]) -> int:
@@ -290,18 +129,54 @@ def cmd_eval(argv: list[str]) -> int:
     return run_eval(argv)
 
 
+@dataclass(frozen=True)
+class Command:
+    help: str  # one line: `python -m rltrain --help` lists them, each takes --help itself
+    run: Callable[[list[str]], int]
+
+
+def _runs(name: str) -> Callable[[list[str]], int]:
+    """A command of rltrain/runs_cli.py, imported when it runs (like every command's own imports)."""
+
+    def run(argv: list[str]) -> int:
+        from rltrain import runs_cli
+
+        return int(getattr(runs_cli, f"cmd_{name}")(argv))
+
+    return run
+
+
+# The dispatch table: a new command is one entry here.
+COMMANDS: dict[str, Command] = {
+    "train": Command(
+        "train a run (the default command): --config X.toml [--key.sub value ...], or --resume RUN_DIR",
+        cmd_train,
+    ),
+    "init": Command("write a commented starter config (--prime-rl: prime-rl's rl.toml shape)", cmd_init),
+    "runs": Command(
+        "list runs; runs show ID | runs cancel ID | runs plot ID [ID ...] (--runs DIR)", _runs("runs")
+    ),
+    "submit": Command("validate a config and queue it as a run for a worker (--runs DIR)", _runs("submit")),
+    "worker": Command("run queued runs, oldest first (--runs DIR)", _runs("worker")),
+    "eval": Command("evaluate a model or an adapter on environments, without training", cmd_eval),
+    "envs": Command("list the built-in and installed environments", cmd_envs),
+    "models": Command("the base-model registry: what each model family supports where", cmd_models),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="rltrain: %(message)s")
     for noisy in ("httpx", "urllib3", "vllm", "verifiers", "aiohttp.access", "mcp", "renderers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if argv[:1] in ([], ["-h"], ["--help"]):
-        print(OVERVIEW, file=sys.stdout if argv else sys.stderr)
+        print(_overview(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] in COMMANDS:
-        handlers = {"train": cmd_train, "init": cmd_init, "runs": cmd_runs, "envs": cmd_envs}
-        handlers.update(models=cmd_models, submit=cmd_submit, worker=cmd_worker, eval=cmd_eval)
-        return handlers[argv[0]](argv[1:])
+        return COMMANDS[argv[0]].run(argv[1:])
+    if not argv[0].startswith("-"):  # options first (`--config X`) is the default command, train
+        names = ", ".join(COMMANDS)
+        return _fail(f"unknown command {argv[0]!r}; the commands are: {names} (see --help)", 2)
     return cmd_train(argv)
 
 

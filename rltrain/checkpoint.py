@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from rltrain.adapters import export_adapter
 from rltrain.config import AdapterConfig
 from rltrain.distributed import Dist
+from rltrain.fsutil import atomic_path
 from rltrain.trainer.model import Policy
 
 MARKER = "COMPLETE"
@@ -58,11 +58,8 @@ def save_checkpoint(
 ) -> Path:
     """Write `checkpoints/step_{step}`; `extra` holds loop state (data position, usage, metrics)."""
     snap = snap or snapshot(policy)
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
-    try:
+    final = run_dir / "checkpoints" / f"step_{step}"
+    with atomic_path(final, directory=True) as tmp:  # `.step_N.*` until complete: prune drops leftovers
         policy.save_adapter(tmp, snap.adapter)
         state = {
             "step": step,
@@ -73,12 +70,6 @@ def save_checkpoint(
         }
         torch.save(state, tmp / STATE_FILE)
         (tmp / MARKER).write_text(f"{step}\n")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -1,4 +1,5 @@
-"""`python -m rltrain eval --config X.toml [--adapter CHECKPOINT]`: score the base model or an adapter."""
+"""`python -m rltrain eval --config X.toml [--adapter CHECKPOINT]`: score the base model or an adapter,
+with the training loop's own setup (orchestrator/spec.py, orchestrator/setup.py) and evaluation."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from pathlib import Path
 
 from rltrain.config import ConfigError, load_config
 from rltrain.distributed import Dist
-from rltrain.engine import build_engine, size_run
-from rltrain.evaluate import EvalPlan, EvalTarget, evaluate
-from rltrain.models import resolve_model_path
-from rltrain.rundir import build_slots, eval_entries
+from rltrain.orchestrator.evals import EvalPlan, EvalTarget, eval_rows, evaluate, metric
+from rltrain.orchestrator.setup import build_engine
+from rltrain.orchestrator.spec import resolve
 from rltrain.trainer.model import load_policy
 
 
@@ -36,21 +36,18 @@ def run_eval(argv: list[str]) -> int:
         return 2
     num = args.num_examples or (cfg.eval.num_examples if cfg.eval else 32)
     k = args.rollouts_per_example or (cfg.eval.rollouts_per_example if cfg.eval else 1)
-    entries = eval_entries(cfg) or cfg.env
-    slots = build_slots(cfg, entries)  # [[eval.env]] when the config has them, else the training envs
-    policy = load_policy(cfg, resolve_model_path(cfg.model), adapter)
+    spec = resolve(cfg, eval_only=True)  # [[eval.env]] when the config has them, else the training envs
+    policy = load_policy(cfg, spec.model_path, adapter, tokenizer=spec.tokenizer)
     with tempfile.TemporaryDirectory(prefix="rltrain-eval-") as tmp:
-        sizing = size_run(cfg, slots)
-        engine = build_engine(cfg, policy, slots, live_dir=Path(tmp), dist=Dist(), sizing=sizing)
+        engine = build_engine(spec, policy, live_dir=Path(tmp), dist=Dist())
         if adapter is not None:
-            engine.sync.push(0, first=True)
-        plan = EvalPlan("eval", tuple(EvalTarget(i, num, k) for i in range(len(slots))))
+            engine.sync.push_first(0)
+        plan = EvalPlan("eval", tuple(EvalTarget(i, num, k) for i in range(len(spec.slots))))
         scores = evaluate(engine.collector, plan, engine.prompting.sampling(0))
         engine.close()
     print(f"model: {cfg.model}   adapter: {adapter or '(none: base model)'}")
     print(f"{'environment':32} {'examples':>8} {'k':>3} {f'avg@{k}':>8} {f'pass@{k}':>8}")
-    for slot in slots:
-        rows = len((slot.env.eval_rows or slot.env.rows)[:num])
-        avg, pas = scores[f"eval/{slot.name}/avg@{k}"], scores[f"eval/{slot.name}/pass@{k}"]
-        print(f"{slot.name:32} {rows:8d} {k:3d} {avg:8.3f} {pas:8.3f}")
+    for slot in spec.slots:
+        avg, pas = (scores[metric("eval", slot.name, stat, k)] for stat in ("avg", "pass"))
+        print(f"{slot.name:32} {len(eval_rows(slot, num)):8d} {k:3d} {avg:8.3f} {pas:8.3f}")
     return 0

@@ -1,4 +1,5 @@
-"""What each model family supports where: the matrix behind `backend_for` and `python -m rltrain models`.
+"""What each model family supports where: the matrix behind the backend choice
+(orchestrator/backends.py `backend_for`) and `python -m rltrain models`.
 
 Measured on tiny models of each architecture (tests/families/test_conformance.py, docs/models.md).
 vLLM on CPU cannot serve some families with the LoRA engine rltrain always starts (`enable_lora=True`):
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rltrain.models import REGISTRY, default_targets, find_spec
-from rltrain.rollout.backend import resolve_backend_name
 from rltrain.tiny import FAMILIES
 
 
@@ -97,31 +97,6 @@ def _registry_family(model: str) -> str | None:
 
 def support_for(model_type: str | None) -> FamilySupport | None:
     return SUPPORT.get(family_of(model_type)) if model_type else None
-
-
-def backend_for(model_path: str, requested: str, device: str) -> tuple[str, str | None]:
-    """The rollout backend to use (`hf` or `vllm`) and a one-line notice when it is a fallback.
-
-    `requested` is rollout.backend (auto / vllm / hf); `device` the trainer's device type. `auto` is
-    the faster sampler per device: vLLM on GPU, hf on CPU (measured on SmolLM2-135M, docs/benchmarks.md:
-    the lean hf decoder 1.3-1.6x faster than vLLM-CPU on the base model, 4.7x with the LoRA adapter every
-    step after the first samples with). On CPU a family vLLM cannot serve falls back to `hf` even when
-    `vllm` was asked for, rather than crash inside vLLM at the first generate.
-    """
-    if requested == "auto" and device == "cpu":
-        return "hf", None
-    name = resolve_backend_name(requested)
-    if name != "vllm" or device != "cpu":
-        return name, None
-    model_type = checkpoint_model_type(model_path)
-    support = support_for(model_type)
-    if support is None:
-        return name, None  # unknown family: let vLLM try, its start-up error names the problem
-    blocker = support.cpu_vllm_blocker
-    if blocker is None:
-        return name, None
-    notice = f"rollout: {blocker}; sampling {model_type} with the hf backend on CPU (vLLM is used on GPU)"
-    return "hf", notice
 
 
 def engine_overrides(model_path: str) -> dict[str, object]:

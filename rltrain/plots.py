@@ -8,12 +8,12 @@ about half a second).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rltrain.fsutil import atomic_path
 from rltrain.record import read_jsonl
 
 log = logging.getLogger("rltrain")
@@ -83,10 +83,9 @@ def draw(runs: dict[str, Rows], out: Path) -> Path:
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(" vs ".join(runs) if len(runs) > 1 else next(iter(runs)))
-    tmp = out.with_name(f".{out.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=80)
+    with atomic_path(out) as tmp:  # a reader (or a kill) never sees half a PNG
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
-    os.replace(tmp, out)  # a reader (or a kill) never sees half a PNG
     return out
 
 

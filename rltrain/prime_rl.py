@@ -116,8 +116,7 @@ def _eval(m: _Mapper, ev: dict[str, Any]) -> None:
     if ev.get("num_examples", -1) not in (-1, None):
         m.put("eval.num_examples", ev["num_examples"])
     m.put("eval.rollouts_per_example", ev.get("rollouts_per_example"))
-    if "eval_base_model" in ev:
-        m.put("eval.skip_first_step", not ev["eval_base_model"])
+    m.put("eval.eval_base_model", ev.get("eval_base_model"))  # translated once, by EvalConfig
     m.put("eval.skip_first_step", ev.get("skip_first_step"))
     envs = []
     for entry in ev.get("env", []):

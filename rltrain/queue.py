@@ -12,7 +12,6 @@ This module never imports torch: `submit`, `runs` and the worker start in well u
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -21,11 +20,14 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rltrain.config import ConfigError, load_config
+from rltrain.fsutil import try_flock, unlock
 from rltrain.record import RunRecord, validate_run_id
-from rltrain.rundir import create_run_dir
+from rltrain.rundir import create_run_dir, env_file_paths
+
+if TYPE_CHECKING:
+    from rltrain.config import Config
 
 LOCK, CLAIM, LOG = ".lock", ".claim", "output.log"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -77,11 +79,9 @@ def lock_holder(run_dir: Path) -> int | None:
             return pid
         # Not listed (or no /proc): confirm with a shared-lock probe, held for microseconds only.
         with path.open("r") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not try_flock(f, shared=True):
                 return _pid_in_file(path)
-            fcntl.flock(f, fcntl.LOCK_UN)
+            unlock(f)
     except FileNotFoundError:
         return None
     return None
@@ -95,9 +95,7 @@ def effective_status(run_dir: Path, record: dict[str, Any]) -> str:
 def try_claim(run_dir: Path) -> IO[str] | None:
     """The run's worker claim, or None when another process holds it. Closing the file releases it."""
     f = (run_dir / CLAIM).open("a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_flock(f):
         f.close()
         return None
     _write_claim(f, {"worker": os.getpid()})  # drop the previous claimant's child pid at once
@@ -119,24 +117,35 @@ def _claim_child(run_dir: Path) -> int | None:
     return int(child) if isinstance(child, int) and child > 0 else None
 
 
-def _pin_paths(cfg: Any, config_dir: Path) -> None:
+def _pin(path: str | None) -> str | None:
+    """A local file or directory the config names, made absolute (a name that is not one stays)."""
+    return str(Path(path).expanduser().resolve()) if path and Path(path).expanduser().exists() else path
+
+
+def _pin_paths(cfg: Config, config_dir: Path) -> None:
     """A worker may run elsewhere: make the config's local paths absolute, resolved as `train` would."""
-    files = [config_dir / Path(p).expanduser() for p in cfg.env_files]  # an absolute path stays as is
-    for p in files:
-        if not p.is_file():
-            raise ConfigError(f"config error: env_files: {p}: no such file")
-    cfg.env_files = [str(p) for p in files]
-    for entry in cfg.env:
-        if entry.id.endswith(".py") and Path(entry.id).exists():
-            entry.id = str(Path(entry.id).resolve())
-    if cfg.checkpoint_id and Path(cfg.checkpoint_id).exists():
-        cfg.checkpoint_id = str(Path(cfg.checkpoint_id).resolve())
+    from rltrain.config import ConfigError
+
+    try:
+        cfg.env_files = [str(p) for p in env_file_paths(cfg.env_files, config_dir)]
+    except FileNotFoundError as err:
+        raise ConfigError(f"config error: {err}") from None
+    for entry in [*cfg.env, *(cfg.eval.env if cfg.eval is not None else [])]:
+        if entry.id is not None and entry.id.endswith(".py"):  # a taskset-only entry has no id
+            entry.id = _pin(entry.id)
+        entry.path = _pin(entry.path)
+    cfg.checkpoint_id = _pin(cfg.checkpoint_id)
 
 
-def submit(config: str, overrides: list[str]) -> Path:
-    """Validate the config and record a `queued` run; returns its directory."""
+def submit(config: str, overrides: list[str], runs: Path | None = None) -> Path:
+    """Validate the config and record a `queued` run (under `runs`, else run.output_dir); returns its
+    directory."""
+    from rltrain.config import load_config  # pydantic: only `submit` needs it, not `runs`
+
     cfg = load_config(config, overrides)
     _pin_paths(cfg, Path(config).resolve().parent)
+    if runs is not None:
+        cfg.run.output_dir = str(runs)
     # config.json before run.json: a worker only looks at dirs with run.json, and then needs the config
     return create_run_dir(cfg)[0]
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from rltrain.fsutil import atomic_write_text
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -20,23 +20,6 @@ SECRET_HINTS = ("key", "token", "secret", "password", "credential")
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
-    """Temp file + rename: a reader (or a kill -9) never sees half a file. `durable` also fsyncs, which
-    only power loss needs and which costs ~4 ms on this disk: per-step updates skip it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def validate_run_id(run_id: str) -> str:

@@ -14,26 +14,17 @@ import torch
 
 from rltrain import checkpoint as ckpt
 from rltrain.config import Config
-from rltrain.data import EnvSlot, PromptSampler
 from rltrain.distributed import Dist, RankAborted
-from rltrain.engine import Engine, Source, build_engine, make_source, publish, size_run
-from rltrain.evaluate import due
-from rltrain.models import resolve_model_path
+from rltrain.orchestrator.evals import due
+from rltrain.orchestrator.prompts import PromptSampler
+from rltrain.orchestrator.setup import Engine, build_engine, latest_for_resume, make_source, start_policy
+from rltrain.orchestrator.shares import StepRollouts
+from rltrain.orchestrator.sources import Batch, RolloutSource
+from rltrain.orchestrator.spec import RunSpec, resolve
 from rltrain.progress import Progress
 from rltrain.recorder import Recorder
-from rltrain.rollout.collect import StepRollouts
-from rltrain.rundir import (
-    StopFlag,
-    build_slots,
-    eval_entries,
-    latest_for_resume,
-    load_env_files,
-    open_run_dir,
-)
-from rltrain.sizing import Sizing
-from rltrain.sources import Batch
-from rltrain.trainer import fsdp
-from rltrain.trainer.model import load_policy
+from rltrain.rundir import load_env_files, open_run_dir
+from rltrain.signals import StopFlag
 from rltrain.trainer.step import NonFiniteUpdates, train_step
 from rltrain.types import SamplingParams
 
@@ -99,24 +90,15 @@ def _fail(rec: Recorder, err: BaseException) -> None:
 
 
 def _setup(
-    run: RunContext, sampler: PromptSampler, sizing: Sizing, device: torch.device, extra: list[EnvSlot]
+    run: RunContext, spec: RunSpec, sampler: PromptSampler, device: torch.device
 ) -> tuple[Engine, int]:
     """The engine, and the step to continue after (a resumed run restores its checkpoint's state)."""
-    cfg, rec = run.cfg, run.recorder
-    init_adapter = run.resume_from or (Path(cfg.checkpoint_id) if cfg.checkpoint_id else None)
-    shard = fsdp.settings(cfg.fsdp, rec.dist.world)
-    policy = load_policy(cfg, resolve_model_path(cfg.model), init_adapter, device=device, shard=shard)
-    start = 0
-    if run.resume_from is not None:
-        state = ckpt.load_trainer_state(run.resume_from)
-        ckpt.restore(policy, state)
+    rec = run.recorder
+    policy, state = start_policy(spec, rec, run.resume_from, device)
+    if state is not None:
         sampler.load_state_dict(state["sampler"])
-        start = int(state["step"])
-        policy.version = start
-        rec.load_state_dict(state, start, [str(p) for p in ckpt.complete_checkpoints(rec.run_dir)])
     live = rec.run_dir / "adapters" / "live"  # eval-only environments follow the training ones
-    slots = sampler.slots + extra
-    return build_engine(cfg, policy, slots, live_dir=live, dist=rec.dist, sizing=sizing), start
+    return build_engine(spec, policy, live_dir=live, dist=rec.dist), policy.version
 
 
 def _update(engine: Engine, ro: StepRollouts, dist: Dist) -> dict[str, float]:
@@ -165,7 +147,9 @@ def _timed(batch: Batch, train: dict[str, float], sync: dict[str, float], t: lis
     }
 
 
-def _evals(cfg: Config, source: Source, step: int, sampling: SamplingParams, here: bool) -> dict[str, float]:
+def _evals(
+    cfg: Config, source: RolloutSource, step: int, sampling: SamplingParams, here: bool
+) -> dict[str, float]:
     """The evaluations due after `step`; `here`: this rank runs them (the main rank, or every rank
     when sampling is a collective)."""
     plans = due(cfg, step, trained=len(cfg.env))
@@ -174,15 +158,13 @@ def _evals(cfg: Config, source: Source, step: int, sampling: SamplingParams, her
 
 def _loop(run: RunContext, device: torch.device) -> None:
     cfg, rec, dist = run.cfg, run.recorder, run.recorder.dist
-    slots = build_slots(cfg)
-    extra = build_slots(cfg, eval_entries(cfg)) if cfg.eval is not None and cfg.eval.env else []
-    sizing = size_run(cfg, slots + extra)  # before the prompt order: prompts over seq_len leave the data
-    sampler = PromptSampler(slots, cfg.run.seed)
-    engine, start = _setup(run, sampler, sizing, device, extra)
+    spec = resolve(cfg)
+    sampler = PromptSampler(spec.slots, cfg.run.seed)
+    engine, start = _setup(run, spec, sampler, device)
     if cfg.run.tensorboard:
         rec.open_tensorboard()
     rec.set_status("running")
-    first_sync = engine.sync.push(start, first=True)
+    first_sync = engine.sync.push_first(start)
     source = make_source(cfg, engine, sampler, dist, start)
     here = dist.is_main or engine.backend.collective
     try:
@@ -200,7 +182,9 @@ def _loop(run: RunContext, device: torch.device) -> None:
     )
 
 
-def _steps(run: RunContext, engine: Engine, source: Source, start: int, first_sync: dict[str, float]) -> int:
+def _steps(
+    run: RunContext, engine: Engine, source: RolloutSource, start: int, first_sync: dict[str, float]
+) -> int:
     """Step after step: rollouts, update, adapter to the engine, record. Returns the last step trained."""
     cfg, rec, dist = run.cfg, run.recorder, run.recorder.dist
     skips = NonFiniteUpdates(cfg.algorithm.max_nonfinite_skips)
@@ -220,7 +204,7 @@ def _steps(run: RunContext, engine: Engine, source: Source, start: int, first_sy
             train_metrics = _update(engine, batch.rollouts, dist)
             source.consumed(batch)
             t.append(time.perf_counter())
-            sync = {**first_sync, **batch.extra, **publish(source, engine, step)}
+            sync = {**first_sync, **batch.extra, **source.publish(step, engine.sync.export(step))}
             first_sync = {}
             model_type = engine.sync.settings.model_type
             ckpt.export_copy(

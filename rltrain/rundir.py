@@ -1,126 +1,47 @@
-"""Opening a run: its id and directory, record, lock, environments, env files and signal handling."""
+"""A run's directory: its id, creation (config.json, then a `queued` record), the writer's lock, the
+stored config, and the `env_files` a run loads. Imports no torch: `submit`, `runs` and the worker use it."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
-import signal
-import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rltrain import checkpoint as ckpt
-from rltrain.config import Config, EnvConfig, apply_overrides, parse_config
-from rltrain.data import EnvSlot
-from rltrain.distributed import Dist
-from rltrain.envs.loader import load_rltrain_environment
-from rltrain.envs.verifiers_v1 import load_v1
-from rltrain.envs.workers import EnvSpec
-from rltrain.record import RunRecord, atomic_write_text, truncate_jsonl, validate_run_id
+from rltrain.fsutil import atomic_write_text, try_flock
+from rltrain.record import RunRecord, validate_run_id
 
-
-class StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop at the next safe point; a second signal stops at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signal_name = ""
-
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
+if TYPE_CHECKING:
+    from rltrain.config import Config
+    from rltrain.distributed import Dist
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def load_env_files(paths: list[str], base: Path) -> list[str]:
-    """KEY=VALUE lines into os.environ for the environment's code; returns the key names only."""
-    keys = []
-    for raw in paths:
-        path = (base / raw).expanduser() if not Path(raw).is_absolute() else Path(raw)
+def env_file_paths(paths: list[str], base: Path) -> list[Path]:
+    """`env_files` as `train` reads them: relative to the config's directory; each must exist."""
+    out = [base / Path(raw).expanduser() for raw in paths]  # an absolute path stays as is
+    for raw, path in zip(paths, out, strict=True):
         if not path.is_file():
             raise FileNotFoundError(f"env_files: {raw}: no such file")
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, _, value = line.removeprefix("export ").partition("=")
-            os.environ[key.strip()] = value.strip().strip("'\"")
-            keys.append(key.strip())
-    return keys
-
-
-def _entries(cfg: Config) -> list[EnvConfig]:
-    return [*cfg.env, *(cfg.eval.env if cfg.eval is not None else [])]
-
-
-def eval_entries(cfg: Config) -> list[EnvConfig]:
-    """`[[eval.env]]`, each named apart from a training environment of the same name but other args
-    (`digits@eval`): the name is how worker processes find the environment to load."""
-    if cfg.eval is None:
-        return []
-    train = {(e.label, e.id, repr(e.args)) for e in cfg.env}
-    names = {e.label for e in cfg.env}
-    out: list[EnvConfig] = []
-    for e in cfg.eval.env:
-        clash = e.label in names and (e.label, e.id, repr(e.args)) not in train
-        out.append(e.model_copy(update={"name": f"{e.label}@eval"}) if clash and not e.name else e)
     return out
 
 
-def env_specs(cfg: Config) -> list[EnvSpec]:
-    """How worker processes load the run's environments, training and eval (by the slots' names);
-    verifiers environments run their own code."""
-    specs: dict[str, EnvSpec] = {}
-    for e in [*cfg.env, *eval_entries(cfg)]:
-        if e.taskset is None and e.id is not None:
-            spec = EnvSpec(e.label, e.id, e.args)
-            if specs.setdefault(spec.name, spec) != spec:
-                raise ValueError(f"env: two entries named {spec.name!r} differ; give one a `name`")
-    return list(specs.values())
+def load_env_files(paths: list[str], base: Path) -> list[str]:
+    """KEY=VALUE lines (python-dotenv's syntax) into os.environ for the environment's code; returns the
+    key names only (values are never recorded)."""
+    from dotenv import dotenv_values
 
-
-def add_import_paths(cfg: Config) -> None:
-    """`[[env]] path`: importable here and in every subprocess (workers, harnesses, tool servers)."""
-    for entry in _entries(cfg):
-        if entry.path:  # (training and eval entries alike)
-            path = str(Path(entry.path).expanduser().resolve())
-            if not Path(path).is_dir():
-                raise FileNotFoundError(f"env path: {entry.path}: no such directory")
-            if path not in sys.path:
-                sys.path.insert(0, path)
-            parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-            os.environ["PYTHONPATH"] = os.pathsep.join([path, *[p for p in parts if p != path]])
-
-
-def build_slots(cfg: Config, entries: Sequence[EnvConfig] | None = None) -> list[EnvSlot]:
-    """The training environments (or `entries`, e.g. `[[eval.env]]`), loaded in this process."""
-    add_import_paths(cfg)
-    slots: list[EnvSlot] = []
-    for entry in cfg.env if entries is None else entries:
-        name = entry.label
-        if any(s.name == name for s in slots):
-            raise ValueError(f"env: two entries named {name!r}; give one a `name`")
-        if entry.taskset is not None:
-            env: Any = load_v1(entry.verifiers_config(), entry.renderer, entry.allow_bash)
-        else:
-            assert entry.id is not None
-            env = load_rltrain_environment(entry.id, entry.args)
-        slots.append(EnvSlot(name, env, entry.ratio))
-    return slots
+    keys = []
+    for path in env_file_paths(paths, base):
+        for key, value in dotenv_values(path, interpolate=False).items():
+            os.environ[key] = value or ""
+            keys.append(key)
+    return keys
 
 
 # Lock handles this process holds: closing one would release its run, so they live as long as the process
@@ -138,11 +59,9 @@ def acquire_lock(run_dir: Path) -> IO[str]:
             return held
         held.close()  # the file was replaced (a copied run dir): lock the new one
     handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_flock(handle):
         handle.close()
-        raise RuntimeError(f"run {run_dir.name} is being written by another process") from None
+        raise RuntimeError(f"run {run_dir.name} is being written by another process")
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -203,14 +122,8 @@ def write_config(run_dir: Path, dump: dict[str, Any]) -> None:
     atomic_write_text(run_dir / "config.json", json.dumps(dump, indent=2))
 
 
-def latest_for_resume(run_dir: Path, resume: Path | None, dist: Dist) -> Path | None:
-    latest = ckpt.latest_checkpoint(run_dir) if resume is not None else None
-    if resume is not None and latest is None and dist.is_main:
-        # killed before its first complete checkpoint: the run starts over, so drop the dead rows
-        truncate_jsonl(run_dir / "metrics.jsonl", 0)
-    return latest
-
-
 def stored_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
     """The config a run was started with (config.json), with command-line overrides applied."""
+    from rltrain.config import apply_overrides, parse_config  # pydantic: not for `runs`
+
     return parse_config(apply_overrides(json.loads((run_dir / "config.json").read_text()), overrides or []))

@@ -16,10 +16,11 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from rltrain.fsutil import atomic_path
 
 RECIPE_VERSION = 2  # 2: the template renders tools (Qwen3 / Hermes style); weights are unchanged
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -254,22 +255,13 @@ def build_tiny_model(
 
 
 def publish_dir(out: Path, write: Callable[[Path], None], marker: str, info: dict[str, Any]) -> Path:
-    """Build a model directory in a temp dir beside `out` and rename it into place, `marker` last: a
-    half-built directory is never visible, and of two processes building the same one, one wins."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    """Build a model directory beside `out` and rename it into place, `marker` last: a half-built
+    directory is never visible, and of two processes building the same one, the first one's is kept."""
+    if out.exists() and not (out / marker).is_file():
+        shutil.rmtree(out)  # an explicit target that holds something else
+    with atomic_path(out, directory=True, replace=False) as tmp:
         write(tmp)
         (tmp / marker).write_text(json.dumps(info))
-        if out.exists() and not (out / marker).is_file():
-            shutil.rmtree(out)  # an explicit target that holds something else
-        try:
-            os.replace(tmp, out)
-        except OSError:  # another process finished the same deterministic build first: keep theirs
-            if not (out / marker).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -54,23 +54,24 @@ def _train(seed: int, dtype: str, root: Path) -> tuple[Any, list[Path], list[dic
 
 def _engines(cfg: Any) -> dict[str, Any]:
     """One vLLM engine and one hf engine (its own copy of the base model, adapters loaded from files)."""
-    from rltrain.models import resolve_model_path
-    from rltrain.rollout.factory import TrainerModel, make_backend
+    from rltrain.distributed import Dist
+    from rltrain.orchestrator.backends import TrainerModel, make_backend
+    from rltrain.orchestrator.spec import resolve
     from rltrain.rollout.hf_backend import HFBackend
-    from rltrain.sizing import Sizing
     from rltrain.trainer.model import load_policy
 
-    path = resolve_model_path(cfg.model)
+    spec = resolve(cfg)
+    path = spec.model_path
     pol = load_policy(cfg, path)
     trainer = TrainerModel(pol.model, pol.tokenizer, pol.device, pol.dtype, False)
-    vllm = make_backend(cfg, trainer, sizing=Sizing(256, 64 * 2**20))
+    vllm = make_backend(spec, trainer, Dist())
     hf = HFBackend(lambda ids: "", pol.tokenizer.pad_token_id, pol.device, model_path=path, dtype=pol.dtype)
     return {"vllm": vllm, "hf": hf}
 
 
 def _measure(cfg: Any, ckpts: list[Path], engines: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
-    from rltrain.adapter_sync import mean_abs, probe_sample, trainer_probe
     from rltrain.models import resolve_model_path
+    from rltrain.orchestrator.adapter_sync import mean_abs, probe_sample, trainer_probe
     from rltrain.trainer.model import load_policy
 
     path = resolve_model_path(cfg.model)

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from rltrain import Environment
-from rltrain.data import EnvSlot, PromptSampler
+from rltrain.kinds.base import EnvSlot
+from rltrain.orchestrator.prompts import PromptSampler
 
 
 def _slot(name: str, n: int, ratio: float = 1.0) -> EnvSlot:

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from tomli_w import dumps
 
 import rltrain.checkpoint
+import rltrain.fsutil
 import rltrain.trainer.step
 from rltrain.__main__ import main
 from rltrain.checkpoint import complete_checkpoints, load_trainer_state
@@ -85,7 +86,7 @@ def _fail_checkpoint_at(monkeypatch: pytest.MonkeyPatch, step: int, how: str) ->
     """A full disk (torch.save raises ENOSPC) or an unwritable dir (mkdtemp raises EACCES) at one step."""
     target, attr, err = {
         "disk-full": (rltrain.checkpoint.torch, "save", errno.ENOSPC),
-        "unwritable": (rltrain.checkpoint.tempfile, "mkdtemp", errno.EACCES),
+        "unwritable": (rltrain.fsutil.tempfile, "mkdtemp", errno.EACCES),
     }[how]
     real = getattr(target, attr)
 

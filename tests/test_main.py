@@ -45,6 +45,12 @@ def test_every_command_takes_help_and_does_nothing_else(
     assert not list(tmp_path.iterdir())
 
 
+def test_an_unknown_command_names_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", "x.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'serve'" in err and all(name in err for name in COMMANDS)
+
+
 def test_runs_reads_the_directory_it_is_given_and_plots_runs_side_by_side(run_config, tmp_path: Path) -> None:
     for run_id, lr in (("fast", 1e-2), ("slow", 1e-4)):
         train(parse_config(run_config(max_steps=2, learning_rate=lr, run__id=run_id)))

@@ -62,6 +62,21 @@ def test_submit_validates_and_records_a_queued_run(submit, run_config, tmp_path:
     assert "q1" in capsys.readouterr().out.splitlines()[1].split()[:2]
 
 
+def test_submit_a_taskset_only_environment_into_the_runs_dir_given(
+    run_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An [[env]] with only a verifiers taskset (no id) queues; --runs picks the directory."""
+    raw = run_config(run__id="tasks", env=[{"taskset": {"id": "alphabet-sort-v1"}, "path": str(tmp_path)}])
+    (tmp_path / "tasks.toml").write_text(dumps(raw))
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["submit", "--config", str(tmp_path / "tasks.toml"), "--runs", str(elsewhere)]) == 0
+    assert f"worker --runs {elsewhere}" in capsys.readouterr().err
+    cfg = parse_config(json.loads((elsewhere / "tasks" / "config.json").read_text()))
+    assert cfg.env[0].id is None and cfg.env[0].taskset == {"id": "alphabet-sort-v1"}
+    assert cfg.env[0].path == str(tmp_path) and cfg.run.output_dir == str(elsewhere)
+    assert valid_record(elsewhere / "tasks")["status"] == "queued"
+
+
 def test_claim_is_exclusive_and_queue_is_oldest_first(submit) -> None:
     dirs = [submit(name) for name in ("c", "a", "b")]
     for i, d in enumerate(dirs):  # created_at has one-second resolution: set it apart explicitly

@@ -162,7 +162,8 @@ def _landed_apart_from_not_landed(cfg: Any, run_dir: Path) -> None:
     """Each step's adapter, loaded into a fresh bf16 engine, passes the landed check; skipping its load
     (the engine keeps serving the previous adapter, or the base model) fails it; and the check's ratio
     statistic puts the two at least 5x apart (docs/vllm.md: the margins over 20 seeds)."""
-    from rltrain.adapter_sync import (
+    from rltrain.distributed import Dist
+    from rltrain.orchestrator.adapter_sync import (
         AdapterNotLanded,
         LandedCheck,
         LandedRule,
@@ -171,17 +172,17 @@ def _landed_apart_from_not_landed(cfg: Any, run_dir: Path) -> None:
         mean_abs,
         trainer_probe,
     )
-    from rltrain.models import resolve_model_path
-    from rltrain.rollout.factory import TrainerModel, make_backend
-    from rltrain.sizing import Sizing
+    from rltrain.orchestrator.backends import TrainerModel, make_backend
+    from rltrain.orchestrator.spec import resolve
     from rltrain.trainer.model import load_policy
 
-    path = resolve_model_path(cfg.model)
+    spec = resolve(cfg)
+    path = spec.model_path
     ckpts = [run_dir / "checkpoints" / f"step_{s}" for s in (1, 2, 3)]
     base = load_policy(cfg, path)
     mine = [base_probe(base)] + [trainer_probe(load_policy(cfg, path, c)) for c in ckpts]
     trainer = TrainerModel(base.model, base.tokenizer, base.device, base.dtype, False)
-    engine = make_backend(cfg, trainer, sizing=Sizing(256, 64 * 2**20))
+    engine = make_backend(spec, trainer, Dist())
     try:
         served = [engine_probe(engine, base)]  # the base model, then each step's adapter
         for version, ckpt in enumerate(ckpts, start=1):

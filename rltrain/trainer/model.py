@@ -167,15 +167,18 @@ def load_policy(
     init_adapter: Path | None = None,
     device: torch.device | None = None,
     shard: FsdpConfig | None = None,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> Policy:
     """Base model + a fresh LoRA adapter, or the adapter at `init_adapter` (warm start / resume).
 
     `shard`: FSDP settings when the model is to be sharded over the ranks. Then only rank 0 reads the
     checkpoint (the others build the model on the meta device) and `fsdp.shard` hands out the shards,
-    so host memory holds one copy of the weights, not one per rank."""
+    so host memory holds one copy of the weights, not one per rank. `tokenizer`: the run's, when
+    already loaded."""
     device = device or pick_device(cfg.run.device)
     dtype = pick_dtype(cfg.run.dtype, device)
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_path)
     base = _load_base(model_path, dtype, on_meta=shard is not None and fsdp.builds_on_meta(shard))
     if shard is None:
         base.to(device)

@@ -18,8 +18,9 @@ import torch
 
 from rltrain.adapters import ADAPTER_FILE, PEFT_PREFIX, export_adapter, key_renames, landing_probe
 from rltrain.config import Config, parse_config
-from rltrain.families import SUPPORT, backend_for, checkpoint_model_type
+from rltrain.families import SUPPORT, checkpoint_model_type
 from rltrain.models import resolve_model_path
+from rltrain.orchestrator.backends import backend_for
 from rltrain.trainer.model import Policy, load_policy
 from rltrain.trainer.step import TrainSettings, sequence_logprobs, train_step
 from rltrain.types import Sample, SamplingParams
@@ -197,7 +198,7 @@ def _servable() -> list[Any]:
 @pytest.mark.vllm
 @pytest.mark.parametrize("family", _servable())
 def test_vllm_serves_the_trained_adapter(family: str, tmp_path: Path) -> None:
-    from rltrain.adapter_sync import AdapterNotLanded, LandedCheck, LandedRule
+    from rltrain.orchestrator.adapter_sync import AdapterNotLanded, LandedCheck, LandedRule
 
     policy, samples, _ = trained(family)
     path = resolve_model_path(f"builtin:tiny-{family}")

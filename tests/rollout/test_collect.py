@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from rltrain.data import EnvSlot
 from rltrain.distributed import Dist
 from rltrain.envs.loader import load_rltrain_environment
 from rltrain.envs.scoring import Scorer
 from rltrain.envs.workers import EnvSpec, WorkerPool
-from rltrain.rollout.collect import Collector, GroupSettings
+from rltrain.kinds.base import EnvSlot, RunnerContext
+from rltrain.kinds.native import NativeEnv
+from rltrain.orchestrator.assemble import GroupSettings
+from rltrain.orchestrator.collect import Collector
+from rltrain.orchestrator.shares import gather, share
+from rltrain.rollout.episodes import EpisodeLimits
 from rltrain.types import Completion, Group, SamplingParams
 
 
@@ -77,11 +81,12 @@ def make(tmp_path: Path) -> Iterator[Callable[..., tuple[Collector, ScriptedBack
 
     def _make(n: int, drop: bool = False, broken_judge: bool = False) -> tuple[Collector, ScriptedBackend]:
         args = {"broken_judge": broken_judge}
-        env = load_rltrain_environment(str(path), args)
+        env = NativeEnv(load_rltrain_environment(str(path), args), str(path), args)
         scorer = Scorer(WorkerPool([EnvSpec("d", str(path), args)], size=2), timeout_s=10)
         backend = ScriptedBackend()
-        slots = [EnvSlot("d", env, 1.0)]
-        made.append(Collector(backend, CharEncoder(), slots, scorer, GroupSettings(n, True, drop)))  # type: ignore[arg-type]
+        limits = EpisodeLimits(max_context=4096, turn_timeout_s=10, episode_timeout_s=60)
+        ctx = RunnerContext(backend, CharEncoder(), limits, scorer, "")  # type: ignore[arg-type]
+        made.append(Collector([EnvSlot("d", env, 1.0)], ctx, GroupSettings(n, True, drop)))
         return made[-1], backend
 
     yield _make
@@ -127,7 +132,8 @@ def test_a_rank_samples_its_contiguous_share_with_global_seeds(make: Callable) -
     dist = Dist()
     dist.rank, dist.world = 1, 2  # as rank 1 of 2 would see it (no collective runs with all_gather mocked)
     dist.all_gather = lambda obj: [obj, obj]  # type: ignore[method-assign]
-    out = collector.collect_share(batch, SamplingParams(8, seed=3), dist)
+    rows, sampling = share(batch, SamplingParams(8, seed=3), dist)
+    out = gather(collector.collect(rows, sampling), sampling, dist)
     assert backend.calls == [(2, 2)]  # prompts 2 and 3, seeded as global prompts 2 and 3
     assert [s.group_id for s in out.mine.samples] == [2, 2, 3, 3]
     assert out.metrics["reward_mean"] == pytest.approx(0.75) and len(out.records) == 8

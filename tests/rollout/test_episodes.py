@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from rltrain.data import EnvSlot
 from rltrain.envs.loader import load_rltrain_environment
 from rltrain.envs.scoring import Scorer
 from rltrain.envs.workers import EnvSpec, WorkerPool
-from rltrain.rollout.collect import Collector, GroupSettings
+from rltrain.kinds.base import EnvSlot, RunnerContext
+from rltrain.kinds.native import NativeEnv
+from rltrain.orchestrator.assemble import GroupSettings
+from rltrain.orchestrator.collect import Collector
 from rltrain.rollout.episodes import EpisodeLimits
 from rltrain.rollout.prompting import PromptEncoder
 from rltrain.tiny import tiny_model_path
@@ -87,18 +89,15 @@ class Scripted:
 def collector_for(tmp_path: Path, tok: Any) -> Iterator[Callable[..., Collector]]:
     made: list[Collector] = []
 
-    def make(env_id: str, model: Scripted, template: str | None = None) -> Collector:
-        env = load_rltrain_environment(env_id)
+    def make(env_id: str, model: Scripted, template: str | None = None, window_s: float = 0.02) -> Collector:
+        env = NativeEnv(load_rltrain_environment(env_id), env_id, {})
         pool = WorkerPool([EnvSpec("e", env_id, {})], size=2)
         tokenizer = tok if template is None else _with_template(tok, template)
-        c = Collector(
-            model,
-            PromptEncoder(tokenizer, {}),
-            [EnvSlot("e", env, 1.0)],
-            Scorer(pool),
-            GroupSettings(2, True, False),
-        )  # type: ignore[arg-type]
-        c.limits = EpisodeLimits(max_context=4096, turn_timeout_s=10, episode_timeout_s=60)
+        limits = EpisodeLimits(
+            max_context=4096, turn_timeout_s=10, episode_timeout_s=60, batch_window_s=window_s
+        )
+        ctx = RunnerContext(model, PromptEncoder(tokenizer, {}), limits, Scorer(pool), "")  # type: ignore[arg-type]
+        c = Collector([EnvSlot("e", env, 1.0)], ctx, GroupSettings(2, True, False))
         made.append(c)
         return c
 
@@ -121,12 +120,9 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
 
 def test_turns_extend_the_sampled_ids_exactly(tmp_path: Path, tok: Any, collector_for: Callable) -> None:
     model = Scripted(tok, lambda context: "12 34", chars=True)
-    collector = collector_for(_write(tmp_path, "again_env.py", AGAIN), model)
     # a window longer than any env_response, however loaded the machine: the batching asserted below
     # must not depend on the workers' timing
-    collector.limits = EpisodeLimits(
-        max_context=4096, turn_timeout_s=10, episode_timeout_s=60, batch_window_s=5
-    )
+    collector = collector_for(_write(tmp_path, "again_env.py", AGAIN), model, window_s=5)
     (group,) = collector.episodes([(0, collector.slots[0].env.rows[0])], 2, SamplingParams(16, seed=1))
     ep = group[0]
     assert ep.turns == 3 and ep.finish == "max_turns" and len(ep.parts) == 1 and ep.splits == 0

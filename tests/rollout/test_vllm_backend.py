@@ -228,7 +228,7 @@ def test_gpu_engine_arguments_are_vllms_own(
     on the GPUs the placement says."""
     from vllm.engine.arg_utils import EngineArgs
 
-    from rltrain.rollout.factory import engine_devices
+    from rltrain.orchestrator.backends import engine_devices
 
     rollout = RolloutConfig(tensor_parallel_size=tp, enable_sleep_mode=True, devices=devices)
     dist = SimpleNamespace(world=4 if devices else 1, rank=rank, is_main=rank == 0)
@@ -241,7 +241,7 @@ def test_gpu_engine_arguments_are_vllms_own(
 
 
 def test_split_placement_needs_a_gpu_per_engine() -> None:
-    from rltrain.rollout.factory import engine_devices
+    from rltrain.orchestrator.backends import engine_devices
 
     rollout = RolloutConfig(devices=[4, 5])
     dist = SimpleNamespace(world=4, rank=0, is_main=True)

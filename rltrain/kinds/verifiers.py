@@ -1,4 +1,5 @@
-"""Episodes of verifiers 0.4 environments, sampled by the run's engine with its current adapter.
+"""The verifiers 0.4 kind (tasksets, harnesses, traces: `[[env]] taskset = {...}`), loaded by
+envs/verifiers_v1.py; its episodes are sampled by the run's engine with its current adapter.
 
 verifiers runs its own agent loop (a harness program, MCP tool servers, its interception server); its
 train client asks for tokens over HTTP. Here that HTTP is rltrain's endpoint (rollout/endpoint.py) in
@@ -12,29 +13,80 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from rltrain.data import EnvSlot
-from rltrain.envs.base import Row
-from rltrain.envs.verifiers_v1 import V1Env, prepare_offline_harness
-from rltrain.rollout.backend import RolloutBackend
-from rltrain.rollout.batcher import Batcher
-from rltrain.rollout.endpoint import TOKEN_VAR, Endpoint
+from rltrain.config import EnvConfig
+from rltrain.envs.base import Environment, Message, Row
+from rltrain.envs.scoring import GroupScores
+from rltrain.envs.verifiers_v1 import V1Env, load_v1, prepare_offline_harness
+from rltrain.kinds.base import EnvSlot, Item, Kind, PromptLengths, RunnerContext
 from rltrain.rollout.episodes import Episode, Part
+from rltrain.rollout.prompting import PromptEncoder
 from rltrain.types import SamplingParams
+
+if TYPE_CHECKING:
+    pass
 
 T = TypeVar("T")
 MODEL_NAME = "rltrain-policy"
+PROMPT_ESTIMATE = 512  # verifiers renders its own prompts: a budget for sizing, not a measurement
+
+
+class VerifiersEnv:
+    """A verifiers environment: its tasks are the rows the prompt order draws; it renders, plays and
+    scores its own episodes (no worker processes: verifiers runs its own code)."""
+
+    kind = "verifiers"
+
+    def __init__(self, v1: V1Env) -> None:
+        self.v1 = v1
+        self.rows: list[Row] = v1.rows
+        self.eval_rows = v1.eval_rows
+        self.max_turns = v1.max_turns
+
+    def prompt_lengths(self, encoder: PromptEncoder) -> PromptLengths:
+        return PromptLengths([PROMPT_ESTIMATE], measured=False)
+
+    def worker_spec(self, name: str) -> None:
+        return None
+
+    def start_runner(self, ctx: RunnerContext) -> V1Runner:
+        return V1Runner(ctx)
+
+
+@functools.cache
+def _shape() -> Environment:
+    """What an Episode reads of its environment: that it is multi-turn (its record keeps the turns);
+    verifiers plays and scores the episode itself."""
+    return Environment([{"question": "-"}], _unscored, env_response=_no_reply)
+
+
+def _unscored(completion: Any) -> float:
+    return 0.0
+
+
+def _no_reply(messages: list[Message], state: dict[str, Any]) -> None:
+    return None
+
+
+def _v1(slot: EnvSlot) -> V1Env:
+    if not isinstance(slot.env, VerifiersEnv):
+        raise TypeError(f"environment {slot.name} is of kind {slot.env.kind}, not verifiers")
+    return slot.env.v1
 
 
 class V1Runner:
-    def __init__(
-        self, backend: RolloutBackend, tokenizer_path: str, max_context: int, episode_timeout_s: float
-    ) -> None:
-        self.tokenizer_path, self.timeout_s = tokenizer_path, episode_timeout_s
+    def __init__(self, ctx: RunnerContext) -> None:
+        from rltrain.rollout.batcher import Batcher
+        from rltrain.rollout.endpoint import TOKEN_VAR, Endpoint  # aiohttp: only when a run has one
+
+        self.tokenizer_path, self.timeout_s = ctx.model_path, ctx.limits.episode_timeout_s
+        self.error_reward = ctx.scorer.error_reward
+        backend, max_context = ctx.backend, ctx.limits.max_context
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="verifiers", daemon=True)
         self._thread.start()
@@ -44,6 +96,7 @@ class V1Runner:
         self.batcher = Batcher(backend)
         self.endpoint = Endpoint(self.batcher, MODEL_NAME, max_context)
         self._run(self._start())
+        self.token_var = TOKEN_VAR
         os.environ[TOKEN_VAR] = self.endpoint.token  # read by verifiers' train client, in this process
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -53,16 +106,33 @@ class V1Runner:
         self.batcher.start()
         await self.endpoint.start()
 
-    def episodes(
-        self, slot: EnvSlot, rows: Sequence[tuple[int, Row]], n: int, sampling: SamplingParams
-    ) -> list[list[Episode]]:
-        """`n` episodes for each (global group id, row) of one verifiers environment."""
-        return self._run(self._episodes(slot, rows, n, sampling))
+    def episodes(self, items: Sequence[Item], n: int, sampling: SamplingParams) -> list[list[Episode]]:
+        """`n` episodes per item, one verifiers environment after the other."""
+        out: dict[int, list[Episode]] = {}
+        for name in dict.fromkeys(it.slot.name for it in items):
+            idx = [i for i, it in enumerate(items) if it.slot.name == name]
+            rows = [(items[i].group, items[i].row) for i in idx]
+            done = self._run(self._episodes(items[idx[0]].slot, rows, n, sampling))
+            out.update(zip(idx, done, strict=True))
+        return [out[i] for i in range(len(items))]
+
+    def score(self, items: Sequence[Item], groups: Sequence[list[Episode]]) -> list[GroupScores]:
+        """verifiers scored its own traces; a failed or unscored episode scores error_reward."""
+        out = []
+        for episodes in groups:
+            failed = [ep.error is not None or ep.reward is None for ep in episodes]
+            rewards = [
+                self.error_reward if bad else float(ep.reward or 0.0)
+                for bad, ep in zip(failed, episodes, strict=True)
+            ]
+            parts = [ep.reward_parts for ep in episodes]
+            out.append(GroupScores(rewards, parts, errored=sum(failed), failed=failed))
+        return out
 
     async def _episodes(
         self, slot: EnvSlot, rows: Sequence[tuple[int, Row]], n: int, sampling: SamplingParams
     ) -> list[list[Episode]]:
-        env: V1Env = slot.env  # type: ignore[assignment]
+        env = _v1(slot)
         if id(env) not in self._serving:  # tool servers and the interception server: once per run
             await self._stack.enter_async_context(env.vf_env.serving())
             self._serving.add(id(env))
@@ -96,7 +166,7 @@ class V1Runner:
             base_url=self.endpoint.base_url,
             renderer=TypeAdapter(RendererConfig).validate_python(renderer) if renderer else None,
             renderer_model_name=self.tokenizer_path,  # tokenize with the base model's own tokenizer
-            api_key_var=TOKEN_VAR,
+            api_key_var=self.token_var,
         )
         vf_sampling = vf.SamplingConfig(
             temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens
@@ -116,12 +186,12 @@ class V1Runner:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
-            os.environ.pop(TOKEN_VAR, None)
+            os.environ.pop(self.token_var, None)
 
 
 def _episode(vf_ep: Any, slot: EnvSlot, row: Row, group: int, member: int) -> Episode:
     """A verifiers episode as rltrain's: each trainable branch one sample, the trace's reward."""
-    ep = Episode(env_name=slot.name, env=slot.env, row=row, group=group, member=member, bridge=None, parts=[])  # type: ignore[arg-type]
+    ep = Episode(slot.name, _shape(), row, group, member, None, [])
     ep.messages, ep.shown_from = list(row.prompt), 0  # records keep the whole conversation verifiers saw
     if vf_ep is None:
         ep.error, ep.finish = "episode timed out", "timeout"
@@ -149,3 +219,10 @@ def _episode(vf_ep: Any, slot: EnvSlot, row: Row, group: int, member: int) -> Ep
         ep.error = errors[0].message[:300] if errors else "the episode produced no trainable tokens"
         ep.finish = "error"
     return ep
+
+
+def _load(entry: EnvConfig) -> VerifiersEnv:
+    return VerifiersEnv(load_v1(entry.verifiers_config(), entry.renderer, entry.allow_bash))
+
+
+KIND = Kind("verifiers", claims=lambda entry: entry.taskset is not None, load=_load)

@@ -1,14 +1,16 @@
 """Hand the trainer's adapter to the rollout engine every step, and prove that it landed.
 
 The bridge between the two sides: it reads the trainer's weights and logprobs and talks to the
-backend only through the `RolloutBackend` protocol, so neither side imports the other.
+backend only through the `RolloutBackend` protocol, so neither side imports the other. The trainer
+`export`s each version as an `Adapter`; the rollout source `land`s it on the engine (serial: at once;
+sampling ahead: on the producer's thread, when the bound allows).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rltrain.adapters import export_adapter, landing_probe
@@ -128,6 +130,16 @@ class SyncSettings:
     interval: int  # steps between landed checks after the first sync (0 = first sync only)
 
 
+@dataclass(frozen=True)
+class Adapter:
+    """A published adapter version, as the trainer hands it to a rollout source."""
+
+    version: int  # optimizer steps applied
+    path: Path | None = None  # its files for the engine (None: the backend reads the trainer's live weights)
+    probe: list[float] | None = None  # the trainer's probe logprobs at this version, when a check is due
+    export_s: float = 0.0  # writing it, on the trainer's side
+
+
 class AdapterSync:
     """Export the adapter as a new version each step, load it into the backend, check it landed."""
 
@@ -135,59 +147,60 @@ class AdapterSync:
         self.backend, self.policy, self.settings = backend, policy, settings
         self.landed = LandedCheck(settings.rule, backend.name)
 
-    def push(self, step: int, first: bool = False) -> dict[str, float]:
-        """The adapter after `step` (version `step`: updates applied) reaches the engine; returns sync
-        timings and the landed check's metrics. (Its directory is v{step + 1}: the adapter the next
-        step samples.)"""
-        backend = self.backend
+    def push_first(self, step: int) -> dict[str, float]:
+        """The starting adapter (version `step`) reaches the engine, after the landed check's calibration:
+        the noise floor on the base model (the engine starts there), then a loud probe adapter that must
+        land, since a fresh one (B = 0) equals the base model whether it landed or not."""
+        backend, policy, s = self.backend, self.policy, self.settings
         if backend.reads_live_weights:  # it samples the trainer's own model: nothing to hand over
             backend.load_adapter(None, step)
             return {}
         t0 = time.perf_counter()
-        out = self._calibrate(step) if first else {}
-        out.update(self.load(self.export(step), step, t0))
-        if not first and self.check_due(step):
-            out.update(self.check())
-        return out
-
-    def _calibrate(self, step: int) -> dict[str, float]:
-        """The first sync: the noise floor on the base model (the engine starts there), then a loud
-        adapter that must land, since a fresh one (B = 0) equals the base model whether it landed or not."""
-        s, policy = self.settings, self.policy
-        self.backend.load_adapter(None, step)
-        out = self.landed.calibrate(engine_probe(self.backend, policy), base_probe(policy))
+        backend.load_adapter(None, step)
+        out = self.landed.calibrate(engine_probe(backend, policy), base_probe(policy))
         with landing_probe(policy.model):
             probe = export_adapter(policy.model, s.live_dir / "probe", s.model_type, policy.adapter_state())
-            self.backend.load_adapter(probe, step)
-            loud = self.landed.judge(engine_probe(self.backend, policy), trainer_probe(policy), True)
+            backend.load_adapter(probe, step)
+            loud = self.landed.judge(engine_probe(backend, policy), trainer_probe(policy), calibrating=True)
         shutil.rmtree(s.live_dir / "probe", ignore_errors=True)
-        return out | {f"landed_probe_{k.removeprefix('landed_')}": v for k, v in loud.items()}
-
-    def check(self, mine: list[float] | None = None) -> dict[str, float]:
-        """The landed check of the adapter the engine now holds; `mine`: the trainer's probe logprobs
-        at that version when taken earlier (the trainer has moved on since)."""
-        mine = mine if mine is not None else trainer_probe(self.policy)
-        return self.landed.judge(engine_probe(self.backend, self.policy), mine)
+        out |= {f"landed_probe_{k.removeprefix('landed_')}": v for k, v in loud.items()}
+        adapter = self.export(step)
+        return out | self.land(replace(adapter, export_s=time.perf_counter() - t0))
 
     def check_due(self, step: int) -> bool:
         return bool(self.settings.interval) and step % self.settings.interval == 0
 
-    def export(self, step: int) -> Path | None:
-        """On the trainer's side: the adapter after `step` written for the engine (None: the backend
-        reads the trainer's live weights)."""
+    def export(self, step: int) -> Adapter:
+        """On the trainer's side: the adapter after `step` (version `step`; its directory is v{step + 1},
+        the adapter the next step samples) written for the engine."""
         if self.backend.reads_live_weights:
-            return None
+            return Adapter(step)
+        t0 = time.perf_counter()
         s, policy = self.settings, self.policy
-        return export_adapter(policy.model, s.live_dir / f"v{step + 1}", s.model_type, policy.adapter_state())
+        path = export_adapter(policy.model, s.live_dir / f"v{step + 1}", s.model_type, policy.adapter_state())
+        return Adapter(step, path, export_s=time.perf_counter() - t0)
 
-    def load(self, path: Path | None, step: int, since: float | None = None) -> dict[str, float]:
-        """On the engine's side: sample with the adapter at `path` (version `step`) from now on."""
-        t0 = since if since is not None else time.perf_counter()
-        self.backend.load_adapter(path, step)
-        if path is None:
-            return {}
-        for old in self.settings.live_dir.glob("v*"):
-            if old != path:
-                shutil.rmtree(old, ignore_errors=True)
-        out = {"adapter_sync_s": time.perf_counter() - t0}
-        return out | {f"{self.backend.name}/{k}": v for k, v in self.backend.timings.items()}
+    def probed(self, adapter: Adapter) -> Adapter:
+        """`adapter` with the trainer's probe logprobs, taken now (the trainer holds that version), for
+        an engine that lands it later: the landed check then compares with these."""
+        return replace(adapter, probe=trainer_probe(self.policy))
+
+    def land(self, adapter: Adapter) -> dict[str, float]:
+        """On the engine's side: sample with `adapter` from now on; timings, and the landed check when it
+        carries the trainer's probe."""
+        t0 = time.perf_counter()
+        self.backend.load_adapter(adapter.path, adapter.version)
+        out: dict[str, float] = {}
+        if adapter.path is not None:
+            for old in self.settings.live_dir.glob("v*"):
+                if old != adapter.path:
+                    shutil.rmtree(old, ignore_errors=True)
+            out["adapter_sync_s"] = time.perf_counter() - t0 + adapter.export_s
+            out |= {f"{self.backend.name}/{k}": v for k, v in self.backend.timings.items()}
+        if adapter.probe is not None:
+            out |= self.landed.judge(engine_probe(self.backend, self.policy), adapter.probe)
+        return out
+
+    def check(self) -> dict[str, float]:
+        """The landed check with the trainer as it is now (it holds the version the engine has)."""
+        return self.landed.judge(engine_probe(self.backend, self.policy), trainer_probe(self.policy))

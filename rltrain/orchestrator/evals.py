@@ -1,12 +1,14 @@
 """Held-out evaluation: avg@k (mean reward) and pass@k (any of k completions scores >= threshold),
-and when `[eval]` / `[val]` run during training."""
+and when `[eval]` / `[val]` run during training (the schedule, `due`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from rltrain.config import Config
-from rltrain.rollout.collect import Collector
+from rltrain.envs.base import Row
+from rltrain.kinds.base import EnvSlot
+from rltrain.orchestrator.collect import Collector
 from rltrain.types import SamplingParams
 
 PASS_THRESHOLD = 0.999  # rewards are usually 0..1 correctness; "pass" means full marks
@@ -26,19 +28,28 @@ class EvalPlan:
     targets: tuple[EvalTarget, ...]
 
 
+def metric(prefix: str, env: str, stat: str, k: int) -> str:
+    """An evaluation's metric name: `<prefix>/<env>/avg@k` or `.../pass@k`."""
+    return f"{prefix}/{env}/{stat}@{k}"
+
+
+def eval_rows(slot: EnvSlot, num_examples: int) -> list[Row]:
+    """The held-out rows an evaluation takes (-1: all of them)."""
+    return (slot.env.eval_rows or slot.env.rows)[: num_examples if num_examples >= 0 else None]
+
+
 def evaluate(collector: Collector, plan: EvalPlan, sampling: SamplingParams) -> dict[str, float]:
     """Per environment: `<prefix>/<env>/avg@k` and `<prefix>/<env>/pass@k` on its held-out rows."""
     out: dict[str, float] = {}
     sampling = replace(sampling, seed=(sampling.seed or 0) + EVAL_SEED_SHIFT)
     for t in plan.targets:
         slot = collector.slots[t.env_index]
-        rows = (slot.env.eval_rows or slot.env.rows)[: t.num_examples if t.num_examples >= 0 else None]
-        batch = [(t.env_index, r) for r in rows]
+        batch = [(t.env_index, r) for r in eval_rows(slot, t.num_examples)]
         rewards = [s.rewards for s in collector.score(batch, collector.episodes(batch, t.k, sampling))]
         total = sum(len(r) for r in rewards)
-        out[f"{plan.prefix}/{slot.name}/avg@{t.k}"] = sum(sum(r) for r in rewards) / max(total, 1)
+        out[metric(plan.prefix, slot.name, "avg", t.k)] = sum(sum(r) for r in rewards) / max(total, 1)
         passed = sum(max(r) >= PASS_THRESHOLD for r in rewards)
-        out[f"{plan.prefix}/{slot.name}/pass@{t.k}"] = passed / max(len(rewards), 1)
+        out[metric(plan.prefix, slot.name, "pass", t.k)] = passed / max(len(rewards), 1)
     return out
 
 

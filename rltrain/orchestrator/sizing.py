@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rltrain.config import Config
-from rltrain.data import EnvSlot
-from rltrain.rollout.bridge import ChatBridge
+from rltrain.kinds.base import EnvSlot
 from rltrain.rollout.prompting import PromptEncoder
 
 log = logging.getLogger("rltrain")
-V1_PROMPT_ESTIMATE = 512  # verifiers environments render their own prompts: a budget, not a measurement
 ENV_TURN_ALLOWANCE = 128  # tokens allowed per environment answer between two assistant turns
 ROUND = 64
 
@@ -50,19 +48,27 @@ def kv_bytes_per_token(model_config: Any, dtype_bytes: int) -> int:
 def _budget(cfg: Config, slot: EnvSlot) -> int:
     """Tokens after the prompt an episode may take: one completion, or every turn with the
     environment's messages in between (each up to ENV_TURN_ALLOWANCE or a turn's length)."""
-    if not slot.env.multi_turn:
-        return cfg.sampling.max_tokens
-    turns = int(getattr(slot.env, "max_turns", 1) or 1)
+    turns = max(slot.env.max_turns, 1)
     return turns * cfg.sampling.max_tokens + (turns - 1) * max(cfg.sampling.max_tokens, ENV_TURN_ALLOWANCE)
 
 
-def _prompt_lengths(slot: EnvSlot, encoder: PromptEncoder) -> list[int]:
-    if getattr(slot.env, "vf_env", None) is not None:
-        return [V1_PROMPT_ESTIMATE]
-    if slot.env.tools:
-        bridge = ChatBridge(encoder.tokenizer, encoder.template_kwargs, slot.env.tool_schemas())
-        return [len(bridge.encode(row.prompt)) for row in slot.env.rows]
-    return [len(encoder.encode(row.prompt)) for row in slot.env.rows]
+def _drop_over_seq_len(cfg: Config, slot: EnvSlot, lengths: list[int], budget: int) -> tuple[list[int], int]:
+    """Rows whose prompt + budget exceed seq_len leave the data; returns the kept lengths and the count."""
+    assert cfg.seq_len is not None
+    keep = [n + budget <= cfg.seq_len for n in lengths]
+    if not any(keep):
+        raise ValueError(
+            f"seq_len {cfg.seq_len}: every prompt of environment {slot.name} is longer than seq_len "
+            f"minus the completion budget ({cfg.seq_len} - {budget}); the shortest has {min(lengths)}"
+        )
+    if all(keep):
+        return lengths, 0
+    slot.env.rows = [row for row, ok in zip(slot.env.rows, keep, strict=True) if ok]
+    log.info(
+        "notice: seq_len %d: dropped %d of %d prompts of %s (prompt + %d tokens does not fit)",
+        *(cfg.seq_len, keep.count(False), len(keep), slot.name, budget),
+    )
+    return [n for n, ok in zip(lengths, keep, strict=True) if ok], keep.count(False)
 
 
 def plan(cfg: Config, slots: list[EnvSlot], encoder: PromptEncoder, model_config: Any) -> Sizing:
@@ -77,22 +83,12 @@ def plan(cfg: Config, slots: list[EnvSlot], encoder: PromptEncoder, model_config
     needed, dropped = 0, {}
     for slot in slots:
         budget = _budget(cfg, slot)
-        lengths = _prompt_lengths(slot, encoder)
-        if cfg.seq_len and getattr(slot.env, "vf_env", None) is None:
-            keep = [n + budget <= cfg.seq_len for n in lengths]
-            if not any(keep):
-                raise ValueError(
-                    f"seq_len {cfg.seq_len}: every prompt of environment {slot.name} is longer than seq_len "
-                    f"minus the completion budget ({cfg.seq_len} - {budget}); the shortest has {min(lengths)}"
-                )
-            if not all(keep):
-                dropped[slot.name] = keep.count(False)
-                slot.env.rows = [row for row, ok in zip(slot.env.rows, keep, strict=True) if ok]
-                lengths = [n for n, ok in zip(lengths, keep, strict=True) if ok]
-                log.info(
-                    "notice: seq_len %d: dropped %d of %d prompts of %s (prompt + %d tokens does not fit)",
-                    *(cfg.seq_len, dropped[slot.name], len(keep), slot.name, budget),
-                )
+        measured = slot.env.prompt_lengths(encoder)
+        lengths = measured.tokens
+        if cfg.seq_len and measured.measured:
+            lengths, count = _drop_over_seq_len(cfg, slot, lengths, budget)
+            if count:
+                dropped[slot.name] = count
         longest = max(lengths)
         if cap is not None and longest + cfg.sampling.max_tokens > cap:
             row = lengths.index(longest)

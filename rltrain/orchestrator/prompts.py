@@ -9,16 +9,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from rltrain.envs.base import Environment, Row
-
-
-@dataclass
-class EnvSlot:
-    name: str
-    env: Environment
-    ratio: float
+from rltrain.envs.base import Row
+from rltrain.kinds.base import EnvSlot
 
 
 class PromptSampler:

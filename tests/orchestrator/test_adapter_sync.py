@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rltrain.adapter_sync import AdapterNotLanded, LandedCheck, LandedRule
+from rltrain.orchestrator.adapter_sync import AdapterNotLanded, LandedCheck, LandedRule
 
 BASE = [-1.0, -2.0, -3.0, -4.0]
 NOISE = [0.02, -0.02, 0.02, -0.02]  # the engine's kernels: 0.02 off the trainer on every token

@@ -1,0 +1,54 @@
+"""What a step records of its rollouts: one record per episode (rollouts/step_N.jsonl) and the step's
+metrics over every rank's records."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from rltrain.rollout.episodes import Episode
+
+
+def episode_record(ep: Episode, reward: float, advantage: float, parts: dict[str, float]) -> dict[str, Any]:
+    return {
+        "group": ep.group,
+        "env": ep.env_name,
+        "row": ep.row.key,
+        "completion": ep.text,
+        "reward": reward,
+        "advantage": advantage,
+        "parts": parts,
+        "prompt_tokens": ep.input_tokens,
+        "completion_tokens": ep.output_tokens,
+        **ep.record(),
+    }
+
+
+def rollout_metrics(
+    records: Sequence[dict[str, Any]], errored: Counter[str], filtered: int
+) -> dict[str, float]:
+    """Step metrics from every episode's record (all ranks' records, when distributed)."""
+    rewards = [r["reward"] for r in records]
+    n = max(len(rewards), 1)
+    mean = sum(rewards) / n
+    out = {
+        "reward_mean": mean,
+        "reward_std": (sum((r - mean) ** 2 for r in rewards) / n) ** 0.5,
+        "completion_len_mean": sum(r["completion_tokens"] for r in records) / n,
+        "truncated_frac": sum(r["finish"] in ("length", "context") for r in records) / n,
+        "errored_rollouts": float(sum(errored.values())),
+        "filtered_groups": float(filtered),
+        "input_tokens": float(sum(r["prompt_tokens"] for r in records)),
+        "output_tokens": float(sum(r["completion_tokens"] for r in records)),
+    }
+    multi = [r for r in records if "turns" in r]
+    if multi:
+        out["turns_mean"] = sum(r["turns"] for r in multi) / len(multi)
+        for key in ("tool_calls", "tool_errors", "splits", "env_s", "tool_s"):
+            out[key] = float(sum(r[key] for r in multi))
+    for name in sorted({r["env"] for r in records}):
+        mine = [r["reward"] for r in records if r["env"] == name]
+        out[f"env/{name}/reward_mean"] = sum(mine) / len(mine)
+        out[f"env/{name}/errored_rollouts"] = float(errored.get(name, 0))
+    return out

@@ -1,0 +1,224 @@
+"""Sampling ahead of training: a producer thread (`max_async_level` = k ≥ 1, prime's meaning: rollouts
+used at step n were sampled with an adapter no older than step n − k).
+
+The bound is kept strictly, which makes runs reproducible: the batch of step s is sampled with
+exactly the adapter after step s − 1 − k (the first batches with the starting one). The producer
+loads (or, reading the trainer's live weights, snapshots) that version before it samples, and the
+trainer does not apply the update of step s − k before the producer has taken it.
+
+The producer owns the engine: it loads each new adapter version the trainer publishes, samples the
+next batches while the trainer trains, and runs the evaluations the trainer asks for. A batch's
+scoring needs no engine, so it runs on a scoring thread while the producer samples the next batch: a
+judge, a sandbox or a slow reward then waits beside sampling instead of after it (bench_async). It
+never starts a batch before the trainer has published the adapter the bound requires, and it runs
+at most k batches ahead. It runs no collective: every rank's producer works on its own share, and the
+trainer thread gathers the shares when it consumes a batch, so collectives keep one order per rank.
+
+A thread, not a process: measured on this 2-core CPU, the producer's time is the engine's (torch and
+vLLM release the GIL in their kernels) and environment waits (judges, sandboxes, tools; in worker
+processes already); a process would need the engine in another process and the adapter handed over by
+file, as vLLM's own AsyncLLM does (14-52 s to start here, against 4.6 s in process).
+
+Of vLLM 0.32's RL controls, the weight versions are used: the producer labels each adapter it loads
+(`update_weight_version`), and every completion carries the label vLLM reports for its tokens, which is
+the version a sample is trained as. Pause/resume and abort are not: the producer loads adapters only
+between its own batches, so no request is ever in flight across a version change to pause or abort.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from rltrain.orchestrator.adapter_sync import Adapter, AdapterSync
+from rltrain.orchestrator.assemble import Rollouts
+from rltrain.orchestrator.collect import Sampled
+from rltrain.orchestrator.evals import EvalPlan
+from rltrain.orchestrator.sources import Batch, Draw, Pending
+from rltrain.types import SamplingParams
+
+
+@dataclass
+class EvalRequest:
+    plans: list[EvalPlan]
+    sampling: SamplingParams
+    answer: queue.Queue[dict[str, float] | BaseException] = field(default_factory=lambda: queue.Queue(1))
+
+
+@dataclass
+class ProducerState:
+    """Everything the producer holds between batches (guarded by AsyncSource._cond). What it has in
+    flight is `published` (adapters not yet loaded) and the batches in AsyncSource's queue, each
+    sampled with `Pending.version`: what a checkpoint would keep for a bit-exact resume."""
+
+    published: dict[int, Adapter]  # versions the trainer published that the bound may still need
+    loaded: int  # the version the engine holds
+    taken: int  # the last step whose batch has its adapter (the trainer's gate)
+    requests: list[EvalRequest] = field(default_factory=list)
+    stopping: bool = False
+    failed: bool = False
+
+
+class AsyncSource:
+    """A producer thread samples up to `ahead` steps ahead of the trainer."""
+
+    def __init__(self, draw: Draw, sync: AdapterSync, start: int, *, ahead: int, last: int) -> None:
+        self.draw, self.sync, self.ahead, self.last = draw, sync, ahead, last
+        self.position = draw.sampler.state_dict()
+        # the starting adapter was loaded by the first (serial) sync
+        self.state = ProducerState({start: Adapter(start)}, loaded=start, taken=start)
+        self._out: queue.Queue[Pending | BaseException] = queue.Queue(maxsize=ahead)
+        self._cond = threading.Condition()
+        # scoring a batch needs no engine: it runs here while the producer samples the next one
+        self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self._thread = threading.Thread(target=self._run, args=(start + 1,), name="producer", daemon=True)
+        self._thread.start()
+
+    # -- the trainer's side -------------------------------------------------------------------------
+
+    def next(self, step: int) -> Batch:
+        start = time.perf_counter()
+        item = self._out.get()
+        if isinstance(item, BaseException):  # the producer's error, re-raised here
+            raise item
+        batch = item.take(self.draw.dist)  # its scoring, if still running; its error, if it failed
+        batch.wait_s = time.perf_counter() - start
+        return batch
+
+    def consumed(self, batch: Batch) -> None:
+        self.position = batch.position
+
+    def rewind(self) -> None:
+        """Batches sampled ahead and not trained on are dropped: resume draws their prompts again."""
+
+    def before_update(self, step: int) -> None:
+        """The gate: the update of `step` waits until the batch of step + k has its adapter (the one
+        after step - 1), so that no batch is ever sampled with a newer one than the bound says."""
+        s = self.state
+        with self._cond:
+            goal = min(step + self.ahead, self.last)
+            self._cond.wait_for(lambda: s.stopping or s.failed or s.taken >= goal)
+
+    def publish(self, step: int, adapter: Adapter) -> dict[str, float]:
+        """The trainer finished `step`: its adapter may reach the engine (the producer loads it)."""
+        if self.sync.check_due(step):  # the trainer's probe now: its weights move on before the load
+            adapter = self.sync.probed(adapter)
+        with self._cond:
+            self.state.published[step] = adapter
+            self._cond.notify_all()
+        return {}
+
+    def evaluate(self, plans: list[EvalPlan], sampling: SamplingParams) -> dict[str, float]:
+        """Run on the producer (it owns the engine), with the newest adapter, between two batches."""
+        request = EvalRequest(plans, sampling)
+        with self._cond:
+            self.state.requests.append(request)
+            self._cond.notify_all()
+        result = request.answer.get()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def close(self) -> None:
+        with self._cond:
+            self.state.stopping = True
+            self._cond.notify_all()
+        while self._thread.is_alive():  # unblock a producer waiting to hand over a batch
+            with contextlib.suppress(queue.Empty):
+                self._out.get_nowait()
+            self._thread.join(timeout=0.05)
+        self._scoring.shutdown(cancel_futures=True)  # a batch in scoring ends before the engine closes
+
+    # -- the producer's side ------------------------------------------------------------------------
+
+    def _wait_for(self, version: int) -> bool:
+        """Serve evaluations until the adapter `version` is published; False when stopping."""
+        s = self.state
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: s.stopping or bool(s.requests) or version in s.published)
+                if s.stopping:
+                    return False
+                ready = version in s.published
+            self._serve_requests()
+            if ready:
+                return True
+
+    def _serve_requests(self) -> None:
+        while True:
+            with self._cond:
+                if not self.state.requests:
+                    return
+                request = self.state.requests.pop(0)
+            self._load(max(self.state.published))  # the trainer waits: the newest adapter, to evaluate
+            try:
+                request.answer.put(self.draw.evaluate(request.plans, request.sampling))
+            except BaseException as err:  # the trainer re-raises it
+                request.answer.put(err)
+
+    def _load(self, version: int) -> dict[str, float]:
+        s = self.state
+        with self._cond:
+            adapter = s.published[version]
+            for old in [v for v in s.published if v < version]:
+                del s.published[old]  # never needed again: versions only move forward
+        if adapter.version == s.loaded:
+            return {}
+        s.loaded = adapter.version
+        return self.sync.land(adapter)
+
+    def _finish(self, sampled: Sampled, extra: dict[str, float], began: float) -> Rollouts:
+        """On the scoring thread: the batch scored (in order: one thread)."""
+        out = self.draw.collector.finish(sampled)
+        extra["produce_s"] = time.perf_counter() - began  # sampling and scoring, beside training
+        return out
+
+    def _put(self, item: Pending | BaseException) -> bool:
+        while not self.state.stopping:
+            try:
+                self._out.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                self._serve_requests()  # the trainer may be waiting on an evaluation
+        return False
+
+    def _produce(self, step: int, first: int) -> Pending | None:
+        """Step `step`'s batch, sampled with the adapter the bound names; None when stopping."""
+        version = max(step - 1 - self.ahead, first - 1)  # the bound, exactly
+        if not self._wait_for(version):
+            return None
+        extra = self._load(version)
+        backend = self.draw.collector.backend
+        backend.hold()  # a live-weights sampler snapshots them now: this batch's version
+        with self._cond:
+            self.state.taken = step
+            self._cond.notify_all()
+        began = time.perf_counter()
+        try:
+            rows, sampling, position = self.draw.rows(step)
+            sampled = self.draw.collector.sample(rows, sampling)
+        finally:
+            backend.release()
+        scored = self._scoring.submit(self._finish, sampled, extra, began)
+        return Pending(scored, sampling, position, backend.version, extra)
+
+    def _run(self, first: int) -> None:
+        s = self.state
+        try:
+            for step in range(first, self.last + 1):
+                pending = self._produce(step, first)
+                if pending is None or not self._put(pending):
+                    return
+            while not s.stopping:  # the last batches are out: keep serving evaluations
+                with self._cond:
+                    self._cond.wait_for(lambda: s.stopping or bool(s.requests))
+                self._serve_requests()
+        except BaseException as err:  # the trainer re-raises it at its next batch
+            with self._cond:
+                s.failed = True
+                self._cond.notify_all()
+            self._put(err)
