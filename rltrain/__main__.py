@@ -21,7 +21,7 @@ COMMANDS = {
     "submit": "validate a config and queue it as a run for a worker",
     "worker": "run queued runs, oldest first",
     "eval": "evaluate a model or an adapter on environments, without training",
-    "envs": "list the built-in and installed environments",
+    "envs": "list the built-in and installed environments; envs venv NAME -- PACKAGE... makes a venv for one",
     "models": "the base-model registry: what each model family supports where",
 }
 OVERVIEW = (
@@ -264,6 +264,10 @@ def _no_options(name: str, argv: list[str]) -> None:
 def cmd_envs(argv: list[str]) -> int:
     from importlib.metadata import entry_points
 
+    if argv[:1] == ["venv"]:  # an environment's own interpreter (rltrain/envs/venvs.py)
+        from rltrain.envs.venvs import cmd_venv
+
+        return cmd_venv(argv[1:])
     _no_options("envs", argv)
 
     from rltrain.envs.loader import ENTRY_POINT_GROUP, builtin_names
