@@ -128,6 +128,32 @@ def _error(reply: dict[str, Any]) -> str:
     return f"{data.get('code', '?')}: {data.get('message', reply)} {detail}".strip()[:500]
 
 
+async def _probe(
+    session: Callable[[], OpenEnvSession], want: int, seed: int | None, reset: dict[str, Any]
+) -> int:
+    """How many sessions the server holds at once, up to `want` (its refusal names its limit)."""
+    opened: list[OpenEnvSession] = []
+    try:
+        for _ in range(want):
+            opened.append(await session().__aenter__())
+            try:
+                await opened[-1].reset(seed, **reset)
+            except CapacityError as err:
+                return min(want, err.max_sessions or len(opened) - 1)
+        return want
+    finally:
+        await asyncio.gather(*(s.__aexit__() for s in opened), return_exceptions=True)
+
+
+def probe_capacity(url: str, want: int = PROBE_LIMIT, timeout_s: float = 30.0) -> int:
+    """The capacity of a running OpenEnv server (a verifiers openenv taskset's `base_url`)."""
+    server = OpenEnvServer(url)
+    mapper = ActionMapper({})
+    return asyncio.run(
+        _probe(lambda: OpenEnvSession(server.url, server.ws_url, mapper, timeout_s), want, None, {})
+    )
+
+
 @dataclass
 class EpisodeResult:
     messages: list[Message]  # after the prompt: the model's replies and the environment's observations
@@ -162,7 +188,8 @@ class OpenEnvClient:
             raise ValueError("openenv needs a url, or a path and the python of its venv")
         try:
             client = cls(spec, server)
-            client.capacity = asyncio.run(client._probe(spec.max_concurrent or PROBE_LIMIT))
+            want = spec.max_concurrent or PROBE_LIMIT
+            client.capacity = asyncio.run(_probe(client.session, want, spec.seed, spec.reset))
         except BaseException:
             server.stop()
             raise
@@ -170,21 +197,6 @@ class OpenEnvClient:
 
     def session(self) -> OpenEnvSession:
         return OpenEnvSession(self.server.url, self.server.ws_url, self.mapper, self.spec.timeout_s)
-
-    async def _probe(self, want: int) -> int:
-        """How many sessions the server holds at once, up to `want` (its refusal names its limit)."""
-        opened: list[OpenEnvSession] = []
-        try:
-            for _ in range(want):
-                session = await self.session().__aenter__()
-                opened.append(session)
-                try:
-                    await session.reset(self.spec.seed, **self.spec.reset)
-                except CapacityError as err:
-                    return min(want, err.max_sessions or len(opened) - 1)
-            return want
-        finally:
-            await asyncio.gather(*(s.__aexit__() for s in opened), return_exceptions=True)
 
     def close(self) -> None:
         self.server.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,17 +15,6 @@ from rltrain.envs.openenv_client import CapacityError, OpenEnvClient, OpenEnvSpe
 from rltrain.envs.openenv_server import ActionMapper, OpenEnvError, OpenEnvServer
 
 GAME = Path(__file__).resolve().parents[1] / "fixtures" / "openenv" / "guess_game"
-
-
-@pytest.fixture(scope="session")
-def echo_scaffold(openenv_python: str) -> Path:
-    """What `openenv init echo_env` writes, kept beside the venv that made it (same openenv version)."""
-    home = Path(openenv_python).parents[1] / "scaffolds"
-    if not (home / "echo_env" / "openenv.yaml").is_file():
-        home.mkdir(exist_ok=True)
-        cli = Path(openenv_python).parent / "openenv"
-        subprocess.run([str(cli), "init", "echo_env"], cwd=home, check=True, capture_output=True)
-    return home / "echo_env"
 
 
 @pytest.fixture(scope="module")
