@@ -10,8 +10,9 @@ episode as plain data.
 
 Written against verifiers 0.1.14, whose loop is: setup_state; then per assistant turn, the stop
 conditions (`is_completed(state)`), then `env_response(messages, state) -> messages`; a
-`final_env_response` in the state ends the episode and joins the completion. Older 0.1 releases
-(`is_completed(messages, state)`, `env_response -> (messages, state)`) take the same paths.
+`final_env_response` in the state ends the episode and joins the completion. The older signatures
+(`is_completed(messages, state)`, `env_response -> (messages, state)`) are accepted too, but releases
+whose `init_state` differs from 0.1.14's are not covered (untested).
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ class ClassicEnv:
         )
         if not stop:
             new = await self.env.env_response(vf_messages, vf_state)
-            if isinstance(new, tuple):  # 0.1 releases before 0.1.10 return (messages, state)
+            if isinstance(new, tuple):  # older 0.1 releases return (messages, state)
                 new, vf_state = new
         out[SAVED] = self._carry(vf_state, owned)
         out["stop_condition"] = vf_state.get("stop_condition")

@@ -76,15 +76,19 @@ def _run(command: list[str], what: str) -> None:
         raise RuntimeError(f"{what} failed (exit {done.returncode}): " + "\n".join(tail))
 
 
+def _uv() -> str | None:
+    """uv on PATH, or beside this interpreter (`pip install uv` into the trainer's venv is enough)."""
+    beside = Path(sys.executable).parent / "uv"
+    return shutil.which("uv") or (str(beside) if beside.is_file() else None)
+
+
 def _build(path: Path, python: str, packages: list[str]) -> str:
-    uv = shutil.which("uv")
-    if uv:
-        _run([uv, "venv", "--quiet", "--python", python, str(path)], "uv venv")
-        if packages:
-            _run(
-                [uv, "pip", "install", "--quiet", "--python", str(path / "bin" / "python"), *packages],
-                "uv pip install",
-            )
+    uv = _uv()
+    if uv:  # --seed: pip in the venv too, as `python -m venv` gives
+        _run([uv, "venv", "--quiet", "--seed", "--python", python, str(path)], "uv venv")
+        if packages:  # bytecode now, as pip does: a worker's first import then compiles nothing
+            into = ["--python", str(path / "bin" / "python")]
+            _run([uv, "pip", "install", "--quiet", "--compile-bytecode", *into, *packages], "uv pip install")
         return "uv"
     _run([python, "-m", "venv", str(path)], "python -m venv")
     if packages:

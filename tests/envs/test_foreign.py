@@ -10,7 +10,7 @@ import pytest
 
 from rltrain.envs.base import Rollout
 from rltrain.envs.foreign import ForeignEnvironment, PoolRouter, load_foreign
-from rltrain.envs.loader import EnvironmentLoadError
+from rltrain.envs.loader import EnvironmentLoadError, load_rltrain_environment
 from rltrain.envs.workers import CallFailed, EnvSpec
 
 CLASSIC = str(Path(__file__).resolve().parents[1] / "fixtures" / "verifiers_classic" / "classic_numbers.py")
@@ -61,11 +61,15 @@ def test_a_bare_interpreter_runs_an_rltrain_environment(
     env = load_foreign(spec, bare_python)
     assert isinstance(env, ForeignEnvironment) and env.kind == "rltrain" and env.multi_turn
     assert env.rows[0].prompt == [{"role": "user", "content": "yo"}] and env.reward_names() == ["isolated"]
-    router.append(PoolRouter([spec], {"n": bare_python}, size=1))
+    here = EnvSpec("d", "digits", {})  # no interpreter of its own: the trainer's
+    router.append(PoolRouter([spec, here], {"n": bare_python}, size=1))
     state = env.initial_state(env.rows[0])
     reply, state = router[0].call("n", "respond", [], {**state, "turn": 0}, timeout_s=30)
     assert reply == [{"role": "user", "content": "again"}]
     assert router[0].call("n", "call", 0, env.rows[0], ["yo"], timeout_s=30) == [1.0]  # nothing leaked in
+    digits = load_rltrain_environment("digits")
+    assert router[0].call("d", "call", 0, digits.rows[0], ["1234"], timeout_s=30) == [1.0]
+    assert set(router[0].pools) == {bare_python, None}
 
 
 def test_a_load_error_is_one_line_with_the_other_sides_traceback(bare_python: str, tmp_path: Path) -> None:
