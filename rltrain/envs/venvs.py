@@ -86,9 +86,9 @@ def _build(path: Path, python: str, packages: list[str]) -> str:
     uv = _uv()
     if uv:  # --seed: pip in the venv too, as `python -m venv` gives
         _run([uv, "venv", "--quiet", "--seed", "--python", python, str(path)], "uv venv")
-        if packages:  # bytecode now, as pip does: a worker's first import then compiles nothing
+        if packages:  # no --compile-bytecode: measured 197 s against 34 s, for a first import ~7 s sooner
             into = ["--python", str(path / "bin" / "python")]
-            _run([uv, "pip", "install", "--quiet", "--compile-bytecode", *into, *packages], "uv pip install")
+            _run([uv, "pip", "install", "--quiet", *into, *packages], "uv pip install")
         return "uv"
     _run([python, "-m", "venv", str(path)], "python -m venv")
     if packages:
@@ -132,6 +132,7 @@ def cmd_venv(argv: list[str]) -> int:
     """`envs venv NAME [--python P] [--rebuild] -- PACKAGE...`; prints the [[env]] line to use."""
     parser = argparse.ArgumentParser(
         prog="python -m rltrain envs venv",
+        usage="python -m rltrain envs venv NAME [--python P] [--rebuild] -- PACKAGE...",
         description="Make (or reuse) a venv for an environment's packages; prints the [[env]] python line.",
         epilog="Everything after -- goes to pip: requirements, paths, or options such as --index-url.",
     )
