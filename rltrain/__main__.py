@@ -103,6 +103,10 @@ def _no_options(name: str, argv: list[str]) -> None:
 def cmd_envs(argv: list[str]) -> int:
     from importlib.metadata import entry_points
 
+    if argv[:1] == ["venv"]:  # an environment's own interpreter (rltrain/envs/venvs.py)
+        from rltrain.envs.venvs import cmd_venv
+
+        return cmd_venv(argv[1:])
     _no_options("envs", argv)
 
     from rltrain.envs.loader import ENTRY_POINT_GROUP, builtin_names
@@ -159,7 +163,10 @@ COMMANDS: dict[str, Command] = {
     "submit": Command("validate a config and queue it as a run for a worker (--runs DIR)", _runs("submit")),
     "worker": Command("run queued runs, oldest first (--runs DIR)", _runs("worker")),
     "eval": Command("evaluate a model or an adapter on environments, without training", cmd_eval),
-    "envs": Command("list the built-in and installed environments", cmd_envs),
+    "envs": Command(
+        "list the built-in and installed environments; envs venv NAME -- PACKAGE... makes a venv for one",
+        cmd_envs,
+    ),
     "models": Command("the base-model registry: what each model family supports where", cmd_models),
 }
 

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from rltrain.envs.base import Environment
+from rltrain.envs.classic import classic_base
 
 # The repository's environments/ folder: inside the package once installed from a wheel
 # (pyproject.toml maps it to rltrain.environments), beside it in a checkout or an editable install.
@@ -30,6 +31,30 @@ ENTRY_POINT_GROUP = "rltrain.environments"
 
 class EnvironmentLoadError(RuntimeError):
     pass
+
+
+CLASSIC_HINT = (
+    "it is a classic verifiers (0.1) environment: give it its own interpreter with `python -m rltrain "
+    "envs venv NAME -- 'verifiers<0.2' PACKAGE` and the printed `python = ...` in its [[env]]"
+)
+
+
+def one_line(err: BaseException) -> str:
+    """`Type: message` on one line, with the import error under a "not found" (verifiers' plugin loaders
+    say "not found" for a module that exists but fails to import)."""
+    text = " / ".join(line.strip() for line in str(err).splitlines() if line.strip())[:400]
+    out = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    cause = err.__cause__
+    if isinstance(cause, ImportError) and str(cause) and str(cause) not in text:
+        out += f" (the import failed: {type(cause).__name__}: {cause})"
+    if isinstance(err, AttributeError) and "module 'verifiers' has no attribute" in text:
+        out += f"; {CLASSIC_HINT}"
+    return out
+
+
+def raised(env_id: str, stage: str, err: BaseException) -> EnvironmentLoadError:
+    """One line naming the environment and the stage; `raise raised(...) from err` keeps the traceback."""
+    return EnvironmentLoadError(f"environment {env_id!r}: {stage} raised {one_line(err)}")
 
 
 def builtin_names() -> list[str]:
@@ -57,6 +82,15 @@ def _entry_point(name: str) -> ModuleType | None:
 
 
 def resolve_module(env_id: str) -> ModuleType:
+    try:
+        return _resolve_module(env_id)
+    except EnvironmentLoadError:
+        raise
+    except Exception as err:  # SyntaxError and any Exception of the environment's own import
+        raise raised(env_id, "import", err) from err
+
+
+def _resolve_module(env_id: str) -> ModuleType:
     if env_id.endswith(".py") or "/" in env_id and Path(env_id).exists():
         path = Path(env_id).expanduser().resolve()
         if not path.is_file():
@@ -90,8 +124,8 @@ def load_environment(env_id: str, args: dict[str, Any] | None = None) -> Any:
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         env = factory(**(args or {}))
-    except TypeError as err:
-        raise EnvironmentLoadError(f"environment {env_id!r}: load_environment({args}) failed: {err}") from err
+    except Exception as err:  # whatever the environment's code raises: one line, the traceback chained
+        raise raised(env_id, "load_environment", err) from err
     finally:
         for sig, handler in saved.items():
             if handler is not None:
@@ -101,12 +135,10 @@ def load_environment(env_id: str, args: dict[str, Any] | None = None) -> Any:
 
 def load_rltrain_environment(env_id: str, args: dict[str, Any] | None = None) -> Environment:
     env = load_environment(env_id, args)
-    if not isinstance(env, Environment) and type(env).__module__.split(".")[0] == "verifiers":
-        raise EnvironmentLoadError(
-            f"environment {env_id!r}: load_environment returned a classic verifiers environment "
-            f"({type(env).__name__}); verifiers 0.4 replaced that API with tasksets, which rltrain runs "
-            "as [[env]] taskset = {id = ...}; the 0.3 API cannot be installed beside 0.4"
-        )
+    base = classic_base(env)
+    if not isinstance(env, Environment) and base is not None:
+        what = f"a {base} ({type(env).__name__})"
+        raise EnvironmentLoadError(f"environment {env_id!r}: load_environment gave {what}; {CLASSIC_HINT}")
     if not isinstance(env, Environment):
         raise EnvironmentLoadError(
             f"environment {env_id!r}: load_environment returned {type(env).__name__}, "

@@ -17,47 +17,78 @@ import copy
 import hashlib
 import logging
 import sys
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from rltrain.envs.base import Row
+from rltrain.envs.loader import raised
 
 log = logging.getLogger("rltrain")
 
 
-def translate(entry: dict[str, Any], allow_bash: bool) -> tuple[dict[str, Any], list[str]]:
-    """A verifiers 0.4 env config from an [[env]] entry's verifiers keys, and the notices it needs."""
+def translate(
+    entry: dict[str, Any], allow_bash: bool, roles: Sequence[str] = ("agent",), pinned: Collection[str] = ()
+) -> tuple[dict[str, Any], list[str]]:
+    """A verifiers 0.4 env config from an [[env]] entry's verifiers keys, and the notices it needs.
+
+    `roles`: the environment's agent roles, as its env config declares them (`agent` for a single-agent
+    env; `player` for openenv and textarena; `solver`/`judge`, `assistant`/`user` for multi-agent envs);
+    `pinned`: the roles whose declared default already names a harness. Local defaults go under each."""
     raw = copy.deepcopy(entry)
     notices: list[str] = []
-    agent = raw.setdefault("agent", {})
-    if "harness" in raw:
-        agent["harness"] = raw.pop("harness")
-        notices.append(
-            "[[env]] harness: verifiers 0.4 keeps the harness under the agent; read as agent.harness"
-        )
-    harness = agent.setdefault("harness", {"id": "null"})
-    if "runtime" in harness:  # the Prime template writes harness = {id, runtime}; 0.4 keeps it on the agent
-        agent.setdefault("runtime", harness.pop("runtime"))
-        notices.append(
-            "[[env]] harness.runtime: verifiers 0.4 keeps the runtime under the agent; read as agent.runtime"
-        )
-    if harness.get("id") == "default":
-        harness["id"] = "bash"
-        notices.append("[[env]] harness id 'default' was renamed 'bash' in verifiers 0.4; read as 'bash'")
-    if "id" not in harness:
-        harness["id"] = "null"  # unpinned, verifiers would pick bash: a shell on this machine
-    if harness["id"] == "bash" and not allow_bash:
-        raise ValueError(
-            "[[env]] harness 'bash' runs the model's shell commands on this machine; "
-            "set allow_bash = true on the entry to allow it"
-        )
-    if harness["id"] == "bash":
-        log.warning(
-            "environment: the bash harness gives the model a shell on this machine (allow_bash = true)"
-        )
+    roles = list(roles) or ["agent"]
+    for key in ("agent", "harness"):  # what rltrain's entry spells for a single-agent env
+        if key not in raw or key in roles:
+            continue
+        if len(roles) > 1:
+            raise ValueError(
+                f"[[env]] {key}: this environment's roles are {', '.join(roles)}; set each under "
+                f"verifiers = {{{roles[0]} = {{...}}, ...}}"
+            )
+        if key == "agent":
+            raw[roles[0]] = raw.pop("agent")
+            if roles[0] != "agent":
+                notices.append(f"[[env]] agent: this environment's role is {roles[0]!r}; read as {roles[0]}")
+        else:
+            raw.setdefault(roles[0], {})["harness"] = raw.pop("harness")
+            where = f"{roles[0]}.harness"
+            notices.append(
+                f"[[env]] harness: verifiers 0.4 keeps the harness under the agent; read as {where}"
+            )
+    for role in roles:
+        notices += _agent_defaults(raw.setdefault(role, {}), role, allow_bash, role in pinned)
+    return raw, notices
+
+
+def _agent_defaults(agent: dict[str, Any], role: str, allow_bash: bool, pinned: bool) -> list[str]:
+    """A role's harness (null unless given or declared) and runtime (subprocess unless given)."""
+    notices = []
+    if "harness" in agent or not pinned:
+        harness = agent.setdefault("harness", {"id": "null"})
+        if "runtime" in harness:  # the Prime template writes harness = {id, runtime}; 0.4: on the agent
+            agent.setdefault("runtime", harness.pop("runtime"))
+            where = f"{role}.runtime"
+            notices.append(
+                f"[[env]] harness.runtime: verifiers 0.4 keeps the runtime under the agent; read as {where}"
+            )
+        if harness.get("id") == "default":
+            harness["id"] = "bash"
+            notices.append("[[env]] harness id 'default' was renamed 'bash' in verifiers 0.4; read as 'bash'")
+        if "id" not in harness:
+            harness["id"] = "null"  # unpinned, verifiers would pick bash: a shell on this machine
+        if harness["id"] == "bash" and not allow_bash:
+            raise ValueError(
+                "[[env]] harness 'bash' runs the model's shell commands on this machine; "
+                "set allow_bash = true on the entry to allow it"
+            )
+        if harness["id"] == "bash":
+            log.warning(
+                "environment: the bash harness gives the model a shell on this machine (allow_bash = true)"
+            )
     if "runtime" not in agent:
         agent["runtime"] = {"type": "subprocess"}  # verifiers' default is a remote sandbox
-    return raw, notices
+    return notices
 
 
 def prepare_offline_harness() -> None:
@@ -80,6 +111,8 @@ def prepare_offline_harness() -> None:
 
 class V1Env:
     """A loaded verifiers environment and its tasks as rows (kinds/verifiers.py runs it)."""
+
+    capacity: int | None = None  # sessions its server holds at once, where it has one (openenv)
 
     def __init__(self, vf_env: Any, renderer: str | dict[str, Any] | None, max_turns: int) -> None:
         self.vf_env = vf_env
@@ -108,17 +141,57 @@ class V1Env:
         return len(self.rows)
 
 
+def roles_of(entry: dict[str, Any]) -> tuple[list[str], set[str]]:
+    """The agent roles the entry's env config declares, and those whose default pins a harness."""
+    from verifiers.v1.configs.agent import AgentConfig
+    from verifiers.v1.utils.loaders import env_config_type
+
+    taskset = entry.get("taskset") or {}
+    cls = env_config_type(str(taskset.get("id") or ""), str(entry.get("id") or ""))
+    defaults = {n: f.default for n, f in cls.model_fields.items() if isinstance(f.default, AgentConfig)}
+    return list(defaults) or ["agent"], {n for n, d in defaults.items() if d.harness is not None}
+
+
 def load_v1(entry: dict[str, Any], renderer: str | dict[str, Any] | None, allow_bash: bool) -> V1Env:
-    """Load the verifiers environment an [[env]] entry describes."""
+    """Load the verifiers environment an [[env]] entry describes; one line for whatever it raises."""
     try:
         import verifiers.v1 as vf
     except ImportError as err:
         raise ValueError(
             f"[[env]] taskset needs verifiers 0.4 (pip install 'verifiers==0.4.0'): {err}"
         ) from None
-    raw, notices = translate(entry, allow_bash)
+    label = str(entry.get("id") or (entry.get("taskset") or {}).get("id"))
+    try:
+        roles, pinned = roles_of(entry)
+    except Exception as err:  # the taskset's or env's own import
+        raise raised(label, "import", err) from err
+    raw, notices = translate(entry, allow_bash, roles, pinned)
     for notice in notices:
         log.info("notice: %s", notice)
-    config = vf.resolve_env_config(raw)
-    max_turns = int(getattr(config.agent, "max_turns", None) or 10) if hasattr(config, "agent") else 10
-    return V1Env(vf.load_environment(config), renderer, max_turns)
+    try:
+        config = vf.resolve_env_config(raw)
+        env = V1Env(vf.load_environment(config), renderer, _max_turns(config, roles))
+    except Exception as err:
+        raise raised(label, "load_environment", err) from err
+    env.capacity = _openenv_capacity(label, raw.get("taskset") or {})
+    return env
+
+
+def _max_turns(config: Any, roles: Sequence[str]) -> int:
+    return max(int(getattr(getattr(config, r, None), "max_turns", None) or 10) for r in roles)
+
+
+def _openenv_capacity(label: str, taskset: dict[str, Any]) -> int | None:
+    """How many sessions verifiers' openenv taskset may hold on its server at once: more are refused,
+    and its client then reports only a closed connection."""
+    if taskset.get("id") != "openenv" or not taskset.get("base_url"):
+        return None
+    from rltrain.envs.openenv_client import OpenEnvError, probe_capacity
+
+    try:
+        capacity = probe_capacity(str(taskset["base_url"]))
+    except OpenEnvError as err:
+        log.warning("environment %s: cannot learn its OpenEnv server's capacity: %s", label, err)
+        return None
+    log.info("notice: environment %s: its OpenEnv server holds %d sessions at once", label, capacity)
+    return capacity

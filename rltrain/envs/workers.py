@@ -21,12 +21,18 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 BOOT = "import sys; from rltrain.envs.workers import serve; serve(int(sys.argv[1]), int(sys.argv[2]))"
+# Another interpreter (an [[env]] with its own venv) runs this file by path: see its docstring
+FOREIGN_WORKER = Path(__file__).with_name("foreign_worker.py")
+Loader = Callable[[str, dict[str, Any]], Any]  # (env id, args) -> an object with the Environment methods
 
 
 @dataclass(frozen=True)
@@ -42,18 +48,21 @@ class CallFailed(Exception):
     """A call into environment code failed; `kind` is timeout, crash, memory, non-finite or the
     exception's type name."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, trace: str = "") -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind, self.detail = kind, detail
+        self.trace = trace  # the worker's traceback of the exception, when it raised one
 
 
-def _dispatch(envs: dict[str, Any], specs: dict[str, EnvSpec], request: tuple[str, str, tuple]) -> Any:
-    from rltrain.envs.loader import load_rltrain_environment
-
+def _dispatch(
+    envs: dict[str, Any], specs: dict[str, EnvSpec], request: tuple[str, str, tuple], load: Loader | None
+) -> Any:
     env_name, method, args = request
     if env_name not in envs:
+        from rltrain.envs.loader import load_rltrain_environment
+
         spec = specs[env_name]
-        envs[env_name] = load_rltrain_environment(spec.id, spec.args)
+        envs[env_name] = (load or load_rltrain_environment)(spec.id, spec.args)
     return getattr(envs[env_name], method)(*args)
 
 
@@ -69,8 +78,10 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def serve(read_fd: int, write_fd: int) -> None:
-    """The worker's loop: (env name, Environment method, args) in, ("ok", value) or ("error", ...) out."""
+def serve(read_fd: int, write_fd: int, load: Loader | None = None) -> None:
+    """The worker's loop: (env name, Environment method, args) in, ("ok", value) or
+    ("error", kind, first line, traceback) out. `load` builds an environment (default: an rltrain
+    environment; the foreign worker passes its own)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it ends us
     _exit_with_parent()
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
@@ -85,14 +96,15 @@ def serve(read_fd: int, write_fd: int) -> None:
         except EOFError:  # the trainer is gone
             os._exit(0)
         try:
-            reply: tuple[Any, ...] = ("ok", _dispatch(envs, specs, request))
+            reply: tuple[Any, ...] = ("ok", _dispatch(envs, specs, request, load))
         except MemoryError:
             reply = ("error", "memory", "MemoryError: over the worker's memory limit")
         except Exception as err:  # researchers' code: any exception goes back as data
             from rltrain.envs.base import NonFiniteReward
 
             kind = "non-finite" if isinstance(err, NonFiniteReward) else type(err).__name__
-            reply = ("error", kind, str(err).splitlines()[0][:300] if str(err) else kind)
+            first = str(err).splitlines()[0][:300] if str(err) else kind
+            reply = ("error", kind, first, traceback.format_exc())
         try:
             outbox.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as err:
@@ -102,12 +114,16 @@ def serve(read_fd: int, write_fd: int) -> None:
 class Worker:
     """One worker process and its two pipes."""
 
-    def __init__(self, specs: dict[str, EnvSpec], memory_limit_mb: int) -> None:
+    def __init__(self, specs: dict[str, EnvSpec], memory_limit_mb: int, python: str | None = None) -> None:
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        if python is None:
+            command = [sys.executable, "-c", BOOT]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        else:  # its own venv: none of the trainer's packages ([[env]] path entries are in PYTHONPATH)
+            command, env = [python, str(FOREIGN_WORKER)], dict(os.environ)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", BOOT, str(to_child), str(from_child)],
+            [*command, str(to_child), str(from_child)],
             pass_fds=(to_child, from_child),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -129,7 +145,7 @@ class Worker:
             raise CallFailed("crash", f"worker exited with {self.proc.poll()}") from None
         reply = self._expect(timeout_s, "call")
         if reply[0] == "error":
-            raise CallFailed(reply[1], reply[2])
+            raise CallFailed(reply[1], reply[2], reply[3] if len(reply) > 3 else "")
         return reply[1]
 
     def _expect(self, timeout_s: float, what: str) -> tuple[Any, ...]:
@@ -152,11 +168,14 @@ class Worker:
 
 
 class WorkerPool:
-    """Up to `size` workers, started on demand; `call` is blocking and thread-safe."""
+    """Up to `size` workers, started on demand; `call` is blocking and thread-safe. `python`: the
+    interpreter of an environment's own venv (default: the trainer's)."""
 
-    def __init__(self, specs: list[EnvSpec], size: int, memory_limit_mb: int = 0) -> None:
+    def __init__(
+        self, specs: list[EnvSpec], size: int, memory_limit_mb: int = 0, python: str | None = None
+    ) -> None:
         self.specs = {s.name: s for s in specs}
-        self.size, self.memory_limit_mb = size, memory_limit_mb
+        self.size, self.memory_limit_mb, self.python = size, memory_limit_mb, python
         self.failures: Counter[str] = Counter()  # replaced workers, by why
         self._idle: list[Worker] = []
         self._all: set[Worker] = set()
@@ -173,7 +192,7 @@ class WorkerPool:
             if self._idle:
                 return self._idle.pop()
             self._started += 1
-        worker = Worker(self.specs, self.memory_limit_mb)
+        worker = Worker(self.specs, self.memory_limit_mb, self.python)
         with self._cond:
             self._all.add(worker)
         return worker

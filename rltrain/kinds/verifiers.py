@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import threading
 from collections.abc import Coroutine, Sequence
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     pass
 
 T = TypeVar("T")
+log = logging.getLogger("rltrain")
 MODEL_NAME = "rltrain-policy"
 PROMPT_ESTIMATE = 512  # verifiers renders its own prompts: a budget for sizing, not a measurement
 
@@ -92,6 +94,7 @@ class V1Runner:
         self._thread.start()
         self._stack = contextlib.AsyncExitStack()
         self._serving: set[int] = set()
+        self._logged: set[str] = set()
         prepare_offline_harness()
         self.batcher = Batcher(backend)
         self.endpoint = Endpoint(self.batcher, MODEL_NAME, max_context)
@@ -143,10 +146,16 @@ class V1Runner:
             task = env.tasks[row.info["v1_task"]]
             groups.append([self._one(env, slot_, ctx) for slot_ in env.vf_env.slots(task, n)])
         done = await asyncio.gather(*(asyncio.gather(*g) for g in groups))
-        return [
+        out = [
             [_episode(vf_ep, slot, row, gid, j) for j, vf_ep in enumerate(eps)]
             for (gid, row), eps in zip(rows, done, strict=True)
         ]
+        for error in (ep.error for group in out for ep in group if ep.error):
+            kind = f"{slot.name}:{error.split(':')[0]}"
+            if kind not in self._logged:  # each kind once: the records keep every episode's error
+                self._logged.add(kind)
+                log.warning("environment %s: an episode failed: %s", slot.name, error)
+        return out
 
     async def _one(self, env: V1Env, run_slot: Any, ctx: Any) -> Any:
         try:
@@ -216,7 +225,7 @@ def _episode(vf_ep: Any, slot: EnvSlot, row: Row, group: int, member: int) -> Ep
         ep.text = str(replies[-1].content or "") if replies else ""
     errors = list(vf_ep.errors) + [e for t in traces for e in t.errors]
     if not vf_ep.ok or not ep.parts:
-        ep.error = errors[0].message[:300] if errors else "the episode produced no trainable tokens"
+        ep.error = _error_line(errors[0], _v1(slot)) if errors else "the episode produced no trainable tokens"
         ep.finish = "error"
     return ep
 
@@ -226,3 +235,10 @@ def _load(entry: EnvConfig) -> VerifiersEnv:
 
 
 KIND = Kind("verifiers", claims=lambda entry: entry.taskset is not None, load=_load)
+def _error_line(error: Any, env: Any) -> str:
+    """The error's type and message: a closed connection alone does not say why it closed."""
+    line = f"{error.type}: {error.message}" if error.message else str(error.type)
+    capacity = getattr(env, "capacity", None)
+    if "ConnectionClosed" in line and capacity is not None:
+        line += f" (its OpenEnv server closed the session: it holds {capacity} at once, max_concurrent_envs)"
+    return line[:400]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from rltrain.envs.base import Environment, Row
-from rltrain.envs.loader import load_rltrain_environment
+from rltrain.envs.loader import EnvironmentLoadError, load_rltrain_environment
 
 
 def _gsm8k_dir() -> Path:
@@ -134,7 +134,9 @@ def test_reasoning_gym_eval_is_held_out_and_seeded() -> None:
 
 
 def test_reasoning_gym_unknown_task_names_valid_ones() -> None:
-    with pytest.raises(ValueError, match="leg_counting"):
+    with pytest.raises(
+        EnvironmentLoadError, match="load_environment raised ValueError: .* did you mean leg_counting"
+    ):
         load_rltrain_environment("reasoning-gym", {"task": "leg_count"})
 
 

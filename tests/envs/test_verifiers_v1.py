@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from rltrain.config import ConfigError, parse_config
-from rltrain.envs.verifiers_v1 import translate
+from rltrain.envs.loader import EnvironmentLoadError
+from rltrain.envs.openenv_server import OpenEnvServer
+from rltrain.envs.verifiers_v1 import load_v1, roles_of, translate
+from rltrain.kinds.verifiers import _error_line
 from rltrain.record import read_jsonl
 from rltrain.run import train
 from tests.helpers import valid_record
@@ -33,6 +37,62 @@ def test_prime_template_shape_is_translated_with_notices() -> None:
     assert docker["agent"]["runtime"] == {"type": "docker"}  # an explicit runtime is kept
     with pytest.raises(ValueError, match="allow_bash = true"):
         translate({"taskset": {"id": "t"}, "agent": {"harness": {"id": "bash"}}}, allow_bash=False)
+
+
+def test_agent_defaults_go_under_the_environments_own_role_names() -> None:
+    raw, notices = translate({"taskset": {"id": "openenv"}, "agent": {"max_turns": 3}}, False, ["player"])
+    assert "agent" not in raw and raw["player"] == {
+        "max_turns": 3,
+        "harness": {"id": "null"},
+        "runtime": {"type": "subprocess"},
+    }
+    assert notices == ["[[env]] agent: this environment's role is 'player'; read as player"]
+    both, _ = translate({"taskset": {"id": "t"}}, False, ["assistant", "user"], pinned={"user"})
+    assert both["assistant"]["harness"] == {"id": "null"} and "harness" not in both["user"]  # user_sim's own
+    assert both["user"]["runtime"] == {"type": "subprocess"}
+    with pytest.raises(ValueError, match="roles are solver, judge; set each under verifiers = {solver"):
+        translate({"taskset": {"id": "t"}, "agent": {}}, False, ["solver", "judge"])
+
+
+def test_role_names_are_read_from_each_env_config() -> None:
+    assert roles_of({"taskset": {"id": "openenv"}}) == (["player"], set())
+    assert roles_of({"taskset": {"id": "x"}, "id": "user-sim"}) == (["assistant", "user"], {"user"})
+    assert roles_of({"taskset": {"id": "x"}, "id": "agentic-judge"})[0] == ["solver", "judge"]
+    assert roles_of({"taskset": {"id": "count-turns-v1"}})[0] == ["agent"]
+
+
+def test_verifiers_openenv_taskset_loads_and_learns_its_servers_capacity(
+    openenv_python: str, echo_scaffold: Path
+) -> None:
+    with OpenEnvServer.start(echo_scaffold, openenv_python) as server:
+        env = load_v1({"taskset": {"id": "openenv", "base_url": server.url}}, None, allow_bash=False)
+        assert env.capacity == 1 and len(env.rows) == 1  # one task per reset; max_concurrent_envs = 1
+    error = SimpleNamespace(type="ConnectionClosedOK", message="received 1000 (OK); then sent 1000 (OK)")
+    line = _error_line(error, env)
+    assert (
+        line.startswith("ConnectionClosedOK: received 1000")
+        and "holds 1 at once, max_concurrent_envs" in line
+    )
+
+
+def test_a_taskset_or_harness_that_fails_to_import_says_why(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(
+        EnvironmentLoadError, match="environment 'textarena': import raised ImportError: textarena"
+    ):
+        load_v1({"taskset": {"id": "textarena", "game": "Wordle-v0"}}, None, allow_bash=False)
+    (tmp_path / "broken_harness").mkdir()
+    (tmp_path / "broken_harness" / "__init__.py").write_text("import verifiers.v1.utils.no_such_module\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    entry = {"taskset": {"id": "count-turns-v1"}, "harness": {"id": "broken-harness"}}
+    with pytest.raises(EnvironmentLoadError) as caught:
+        load_v1(entry, None, allow_bash=False)
+    message = str(caught.value)
+    assert "harness 'broken-harness' not found" in message and "\n" not in message
+    assert (
+        "(the import failed: ModuleNotFoundError: No module named 'verifiers.v1.utils.no_such_module')"
+        in message
+    )
 
 
 def test_an_env_entry_needs_an_id_or_a_taskset() -> None:
