@@ -17,6 +17,7 @@ from rltrain.rollout.backend import RolloutBackend
 from rltrain.rollout.bridge import ChatBridge
 from rltrain.rollout.episodes import Episode, EpisodeDriver, EpisodeLimits, Part, start_episode
 from rltrain.rollout.prompting import PromptEncoder
+from rltrain.rollout.signals import flat_group_share, repetition
 from rltrain.types import Sample, SamplingParams
 
 Batch = Sequence[tuple[int, Row]]  # (environment index, row) per prompt
@@ -271,7 +272,10 @@ def rollout_metrics(
         "completion_len_mean": sum(r["completion_tokens"] for r in records) / n,
         "truncated_frac": sum(r["finish"] in ("length", "context") for r in records) / n,
         "errored_rollouts": float(sum(errored.values())),
+        "errored_frac": sum(errored.values()) / n,
         "filtered_groups": float(filtered),
+        "flat_group_frac": flat_group_share(records),  # the guards' "no learning signal"
+        "repeat_frac": repetition([r["completion"] for r in records]),
         "input_tokens": float(sum(r["prompt_tokens"] for r in records)),
         "output_tokens": float(sum(r["completion_tokens"] for r in records)),
     }
