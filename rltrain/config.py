@@ -36,6 +36,7 @@ from rltrain.config_sections import (  # noqa: F401  (re-exported: the config's 
     ValConfig,
     _Model,
 )
+from rltrain.guards.config import GuardConfig
 
 # Hosted-training keys with no local meaning: accepted, announced, ignored.
 HOSTED_ONLY_KEYS = (
@@ -82,6 +83,8 @@ class Config(_Model):
     """Filters applied to each step's groups before training."""
     checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """Resumable checkpoints (adapter, optimizer, data position)."""
+    guards: list[GuardConfig] = Field(default_factory=list)
+    """Signs of a run going wrong, and what to do (each entry replaces its signal's warn-only default)."""
     adapters: AdapterConfig = Field(default_factory=AdapterConfig)
     """Standalone adapter copies."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
