@@ -131,6 +131,13 @@ class Config(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _best_is_an_eval(self) -> Config:
+        key = self.checkpoints.keep_best
+        if key is not None and {"eval": self.eval, "val": self.val}.get(key.split("/", 1)[0]) is None:
+            raise ValueError(f"checkpoints.keep_best = {key!r}: name an eval/<env>/avg@k key of an [eval]")
+        return self
+
     @property
     def prompts_per_step(self) -> int:
         return self.batch_size // self.rollouts_per_example
@@ -145,6 +152,10 @@ class Config(_Model):
         if self.eval is not None and self.eval.eval_base_model is not None:
             skip = str(self.eval.skip_first_step).lower()
             out.append(f"[eval] eval_base_model is deprecated: translating to skip_first_step = {skip}")
+        best, every = self.checkpoints.keep_best, self.checkpoints.interval
+        section = self.val if best and best.startswith("val/") else self.eval
+        if best and section and (not section.interval or not every or every % section.interval):
+            out.append("checkpoints.keep_best: no checkpoint has an eval at its step; only keep_last applies")
         return out
 
     def hosted_only_keys_set(self) -> list[str]:
