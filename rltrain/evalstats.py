@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
@@ -146,6 +146,20 @@ def eval_metrics(name: str, rewards: Rewards, k: int, level: float = LEVEL) -> d
     for key, est in ((f"{name}/avg@{k}", avg), (f"{name}/pass@{k}", passed)):
         out |= {key: est.value, f"{key}/lo": est.lo, f"{key}/hi": est.hi}
     return out
+
+
+def eval_table(scores: Mapping[str, Rewards], k: int, level: float = LEVEL) -> str:
+    """`rltrain eval`'s table: per environment, avg@k and pass@k, each with its interval."""
+    interval = f"{level:.0%} interval"
+    cols = f"{f'avg@{k}':>8} {interval:>15} {f'pass@{k}':>8} {interval:>15}"
+    lines = [f"{'environment':32} {'examples':>8} {'k':>3} {cols}"]
+    for env, rewards in scores.items():
+        cells = " ".join(
+            f"{e.value:8.3f} {f'[{e.lo:.3f},{e.hi:.3f}]':>15}"
+            for e in (avg_at_k(rewards, level), pass_at_k(rewards, k, level=level))
+        )
+        lines.append(f"{env:32} {len(rewards):8d} {k:3d} {cells}")
+    return "\n".join(lines)
 
 
 def _cell(e: Estimate) -> str:
