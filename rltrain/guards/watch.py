@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,12 +150,11 @@ class Guards:
         values = {"flat_group_frac": flat or 0.0, "errored_frac": errored or 0.0}
         if values["errored_frac"] >= g.threshold:
             return _Reading(True, values)
-        rewards = self.rewards.get("reward_mean", {})
-        steps = sorted(rewards)
+        rewards = self.rewards.get("reward_mean", {})  # in step order: steps only grow
         solved = False  # every group agrees because the run learned its task: not a failure
-        if len(steps) > BASELINE_STEPS:
-            start = _mean([rewards[s] for s in steps[:BASELINE_STEPS]])
-            recent = _mean([rewards[s] for s in steps[-g.window :]])
+        if len(rewards) > BASELINE_STEPS:
+            start = _mean(list(islice(rewards.values(), BASELINE_STEPS)))
+            recent = _mean(list(islice(reversed(rewards.values()), g.window)))
             solved = recent > start + REWARD_RISE
         return _Reading(values["flat_group_frac"] >= g.threshold and not solved, values)
 

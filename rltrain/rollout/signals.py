@@ -17,7 +17,7 @@ def repeated_ngram_share(items: Sequence[Hashable], n: int = REPEAT_N) -> float:
     total = len(items) - n + 1
     if total < 2:
         return 0.0
-    grams = {tuple(items[i : i + n]) for i in range(total)}
+    grams = set(zip(*(items[i:] for i in range(n)), strict=False))  # zip stops at the last whole n-gram
     return 1.0 - len(grams) / total
 
 
