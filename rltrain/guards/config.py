@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rltrain.config_sections import _Model
 
@@ -14,6 +15,12 @@ Signal = Literal[
     "truncation", "length_collapse", "repetition", "entropy", "mismatch_kl", "eval_divergence", "no_signal"
 ]
 Action = Literal["warn", "stop", "rollback", "off"]
+RANGES = {
+    "truncation": (0.0, 1.0),
+    "length_collapse": (0.0, 1.0),
+    "repetition": (0.0, 1.0),
+    "no_signal": (0.0, 1.0),
+}
 BASELINE_STEPS = 3  # the first steps with data set the reference that length and reward are compared with
 REWARD_RISE = 0.05  # no_signal: a run whose reward rose this much above its start has solved its task
 
@@ -35,6 +42,15 @@ class GuardConfig(_Model):
     """rollback: the learning rate is multiplied by this at each rollback."""
     max_rollbacks: int = Field(2, gt=0)
     """rollback: after this many rollbacks by this guard, its next firing stops the run."""
+
+    @model_validator(mode="after")
+    def _threshold_in_range(self) -> GuardConfig:
+        low, high = RANGES.get(self.signal, (0.0, math.inf))
+        if self.threshold is not None and not low < self.threshold <= high:
+            raise ValueError(
+                f"threshold of {self.signal} must be in ({low:g}, {high:g}], got {self.threshold:g}"
+            )
+        return self
 
 
 @dataclass(frozen=True)

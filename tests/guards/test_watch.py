@@ -45,6 +45,9 @@ def test_the_config_takes_guards_entries_and_names_a_bad_one() -> None:
         parse_config({**base, "guards": [{"signal": "lenght"}]})
     with pytest.raises(ConfigError, match=r"guards\.0\.actoin: unknown key — did you mean action\?"):
         parse_config({**base, "guards": [{"signal": "entropy", "actoin": "stop"}]})
+    entries = [{"signal": "entropy"}, {"signal": "truncation", "threshold": 1.5}]
+    with pytest.raises(ConfigError, match=r"guards\.1: threshold of truncation must be in \(0, 1\], got 1.5"):
+        parse_config({**base, "guards": entries})
 
 
 def test_truncation_fires_after_its_window_once_per_streak() -> None:
