@@ -132,10 +132,12 @@ class Config(_Model):
         return self
 
     @model_validator(mode="after")
-    def _best_is_an_eval(self) -> Config:
+    def _best_and_rollback_can_work(self) -> Config:
         key = self.checkpoints.keep_best
         if key is not None and {"eval": self.eval, "val": self.val}.get(key.split("/", 1)[0]) is None:
             raise ValueError(f"checkpoints.keep_best = {key!r}: name an eval/<env>/avg@k key of an [eval]")
+        if self.fsdp.enabled and any(g.action == "rollback" for g in self.guards):
+            raise ValueError("guards: action = 'rollback' does not work with [fsdp] enabled yet (use stop)")
         return self
 
     @property

@@ -6,7 +6,9 @@ that passed every guard. Pure: no torch (restoring a checkpoint is checkpoint.ro
 
 Contract with the loop: step numbers never repeat. After a rollback the run goes on counting from
 where it was (max_steps counts every update, rolled back or not); the abandoned steps are marked, so
-that no checkpoint of theirs is ever "last good".
+that no checkpoint of theirs is ever "last good". `decide` runs before the step's own checkpoint, and
+after a rollback the loop checkpoints the restored weights at that step (a resume then continues
+from them, with the scaled learning rate and this state): that checkpoint counts as good.
 """
 
 from __future__ import annotations
@@ -229,7 +231,11 @@ class Guards:
             return Decision("stop", f"{event.message}; {why}")
         st.rollbacks += 1
         restored = int(Path(target).name[5:])
-        self.bad.append([restored + 1, event.step])  # the abandoned branch
+        # from here on this step's weights are the restored ones (the loop checkpoints them): only the
+        # steps before it failed, and those since the restored checkpoint are an abandoned branch
+        for span in self.bad:
+            span[1] = min(span[1], event.step - 1)
+        self.bad.append([restored + 1, event.step - 1])
         for s in self.states:  # the restored policy starts every streak afresh
             s.streak, s.fired, s.span = 0, False, -1
         reason = f"{event.message}; rollback {st.rollbacks}/{guard.max_rollbacks} to {Path(target).name}"

@@ -48,6 +48,9 @@ def test_the_config_takes_guards_entries_and_names_a_bad_one() -> None:
     entries = [{"signal": "entropy"}, {"signal": "truncation", "threshold": 1.5}]
     with pytest.raises(ConfigError, match=r"guards\.1: threshold of truncation must be in \(0, 1\], got 1.5"):
         parse_config({**base, "guards": entries})
+    with pytest.raises(ConfigError, match="rollback' does not work with \\[fsdp\\] enabled yet"):
+        rollback = [{"signal": "entropy", "action": "rollback"}]
+        parse_config({**base, "guards": rollback, "fsdp": {"enabled": True}})
 
 
 def test_truncation_fires_after_its_window_once_per_streak() -> None:
@@ -137,6 +140,8 @@ def test_rollback_restores_the_last_good_checkpoint_at_most_k_times_then_stops()
     _feed(g, [{"repeat_frac": 0.1}] * 5, start=15)
     ckpts.append("run/checkpoints/step_20")
     assert g.last_good(["run/checkpoints/step_12", *ckpts]) == "run/checkpoints/step_20"
+    assert g.last_good(["run/checkpoints/step_12", "run/checkpoints/step_13"]) is None  # abandoned
+    assert g.last_good(["run/checkpoints/step_14"]) == "run/checkpoints/step_14"  # the restored weights
     events = _repeating(g, range(21, 24))
     second = g.decide(events, ckpts)
     assert second.checkpoint == "run/checkpoints/step_20"
