@@ -171,15 +171,16 @@ def save(
     dist: Dist,
     keep_last: int | None,
     keep_best: str | None = None,
+    protect: Collection[Path] = (),
 ) -> Path:
     """Every rank calls this (gathering a sharded model is a collective); the main rank writes, then
-    prunes to the newest `keep_last` (and the best by `keep_best`). Returns the checkpoint's path."""
+    prunes to the newest `keep_last` (and the best by `keep_best`, and `protect`). Returns the path."""
     # a sharded model is gathered by every rank; replicated weights are read by the writer alone
     snap = snapshot(policy) if policy.sharded or dist.is_main else None
     path = run_dir / "checkpoints" / f"step_{step}"
     if dist.is_main:  # one copy is the checkpoint
         path = save_checkpoint(run_dir, step, policy, extra, snap)
-        prune(run_dir, keep_last, keep_best)
+        prune(run_dir, keep_last, keep_best, protect)
     return path
 
 
