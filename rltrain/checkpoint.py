@@ -7,8 +7,10 @@ A checkpoint is built in a hidden temp dir and renamed into place, and only a di
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from rltrain.adapters import export_adapter
 from rltrain.config import AdapterConfig
 from rltrain.distributed import Dist
 from rltrain.fsutil import atomic_path
+from rltrain.record import read_jsonl
 from rltrain.trainer.model import Policy
 
 MARKER = "COMPLETE"
@@ -98,29 +101,77 @@ def restore(policy: Policy, state: dict[str, Any]) -> None:
     set_rng_state(state["rng"])
 
 
-def prune(run_dir: Path, keep_last: int | None) -> None:
-    """Delete all but the newest `keep_last` complete checkpoints, and any incomplete leftovers."""
+def roll_back(policy: Policy, ckpt: Path, lr_factor: float) -> float:
+    """A guard's rollback: the adapter and optimizer moments of `ckpt` into the live policy, and the
+    learning rate scaled by `lr_factor` (relative to the live one, so rollbacks compound). The schedule,
+    the RNG and the data position go on where the run is: its steps keep counting. Returns the new lr."""
+    state = load_trainer_state(ckpt)
+    lrs = [group["lr"] for group in policy.optimizer.param_groups]
+    initial = [group.get("initial_lr") for group in policy.optimizer.param_groups]
+    policy.load_adapter_weights(ckpt)
+    policy.load_optimizer_state(state["optimizer"])  # its moments, and its learning rates: undone next
+    for group, lr, first in zip(policy.optimizer.param_groups, lrs, initial, strict=True):
+        group["lr"] = lr
+        if first is not None:
+            group["initial_lr"] = first
+    return policy.scale_lr(lr_factor)
+
+
+def best_checkpoint(checkpoints: Sequence[Path], rows: Sequence[dict[str, Any]], key: str) -> Path | None:
+    """`[checkpoints] keep_best`: the checkpoint whose eval at its own step (same weights) has the highest
+    lower bound of `key`'s interval (`<key>/lo`; the value where no interval was logged), the later one
+    on a tie. None: no checkpoint has that eval."""
+    scores = {}
+    for row in rows:
+        score = row.get(f"{key}/lo", row.get(key))
+        if isinstance(score, (int, float)) and math.isfinite(score):
+            scores[int(row["step"])] = float(score)
+    ranked = [(scores[int(c.name[5:])], int(c.name[5:]), c) for c in checkpoints if int(c.name[5:]) in scores]
+    return max(ranked)[2] if ranked else None
+
+
+def prune(
+    run_dir: Path, keep_last: int | None, keep_best: str | None = None, protect: Collection[Path] = ()
+) -> None:
+    """Delete all but the newest `keep_last` complete checkpoints, and any incomplete leftovers. Also kept:
+    the best by `keep_best` (a metric of metrics.jsonl) and those in `protect` (the guards' last good)."""
     root = run_dir / "checkpoints"
     for leftover in root.glob(".step_*"):
         shutil.rmtree(leftover, ignore_errors=True)
     if keep_last is None:
         return
-    for old in complete_checkpoints(run_dir)[:-keep_last]:
+    found = complete_checkpoints(run_dir)
+    kept = {p.name for p in protect}
+    if keep_best is not None and (
+        best := best_checkpoint(found, read_jsonl(run_dir / "metrics.jsonl"), keep_best)
+    ):
+        kept.add(best.name)
+    for old in found[:-keep_last]:
+        if old.name in kept:
+            continue
         (old / MARKER).unlink()  # first: a kill mid-delete must not leave a "complete" remnant
         shutil.rmtree(old, ignore_errors=True)
 
 
 def save(
-    run_dir: Path, step: int, policy: Policy, extra: dict[str, Any], *, dist: Dist, keep_last: int | None
+    run_dir: Path,
+    step: int,
+    policy: Policy,
+    extra: dict[str, Any],
+    *,
+    dist: Dist,
+    keep_last: int | None,
+    keep_best: str | None = None,
+    protect: Collection[Path] = (),
 ) -> Path:
     """Every rank calls this (gathering a sharded model is a collective); the main rank writes, then
-    prunes to the newest `keep_last`. Returns the checkpoint's path."""
+    prunes to the newest `keep_last` (and the best by `keep_best`, and `protect`). Returns the path."""
     # a sharded model is gathered by every rank; replicated weights are read by the writer alone
     snap = snapshot(policy) if policy.sharded or dist.is_main else None
     path = run_dir / "checkpoints" / f"step_{step}"
     if dist.is_main:  # one copy is the checkpoint
         path = save_checkpoint(run_dir, step, policy, extra, snap)
-        prune(run_dir, keep_last)
+        prune(run_dir, keep_last, keep_best, protect)
     return path
 
 

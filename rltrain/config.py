@@ -36,6 +36,7 @@ from rltrain.config_sections import (  # noqa: F401  (re-exported: the config's 
     ValConfig,
     _Model,
 )
+from rltrain.guards.config import GuardConfig
 
 # Hosted-training keys with no local meaning: accepted, announced, ignored.
 HOSTED_ONLY_KEYS = (
@@ -82,6 +83,8 @@ class Config(_Model):
     """Filters applied to each step's groups before training."""
     checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """Resumable checkpoints (adapter, optimizer, data position)."""
+    guards: list[GuardConfig] = Field(default_factory=list)
+    """Signs of a run going wrong, and what to do (each entry replaces its signal's warn-only default)."""
     adapters: AdapterConfig = Field(default_factory=AdapterConfig)
     """Standalone adapter copies."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -128,6 +131,15 @@ class Config(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _best_and_rollback_can_work(self) -> Config:
+        key = self.checkpoints.keep_best
+        if key is not None and {"eval": self.eval, "val": self.val}.get(key.split("/", 1)[0]) is None:
+            raise ValueError(f"checkpoints.keep_best = {key!r}: name an eval/<env>/avg@k key of an [eval]")
+        if self.fsdp.enabled and any(g.action == "rollback" for g in self.guards):
+            raise ValueError("guards: action = 'rollback' does not work with [fsdp] enabled yet (use stop)")
+        return self
+
     @property
     def prompts_per_step(self) -> int:
         return self.batch_size // self.rollouts_per_example
@@ -142,6 +154,10 @@ class Config(_Model):
         if self.eval is not None and self.eval.eval_base_model is not None:
             skip = str(self.eval.skip_first_step).lower()
             out.append(f"[eval] eval_base_model is deprecated: translating to skip_first_step = {skip}")
+        best, every = self.checkpoints.keep_best, self.checkpoints.interval
+        section = self.val if best and best.startswith("val/") else self.eval
+        if best and section and (not section.interval or not every or every % section.interval):
+            out.append("checkpoints.keep_best: no checkpoint has an eval at its step; only keep_last applies")
         return out
 
     def hosted_only_keys_set(self) -> list[str]:

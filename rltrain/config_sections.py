@@ -134,6 +134,9 @@ class CheckpointConfig(_Model):
     """Steps between checkpoints (0 = only at the end)."""
     keep_last: int | None = Field(None, gt=0, examples=[3])
     """Keep only the newest N checkpoints (unset = keep all)."""
+    keep_best: str | None = Field(None, examples=["eval/digits/avg@4"])
+    """Also keep the checkpoint whose eval of this metric at its step has the highest lower bound of
+    its 95% interval (an eval/<env>/avg@k or pass@k key)."""
     keep_cloud: int | None = Field(None, examples=[2])
     """Hosted only: accepted with a notice and ignored."""
 

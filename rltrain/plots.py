@@ -18,6 +18,8 @@ from rltrain.record import read_jsonl
 
 log = logging.getLogger("rltrain")
 Rows = list[dict[str, Any]]
+BOUNDS = ("/lo", "/hi")  # an eval metric's 95% interval: `<key>/lo` and `<key>/hi` in the same row
+EVENT_STYLE = {"warn": ":", "rollback": "--", "stop": "-"}  # guard events (rows' "guards" lists), by action
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ def _matching(prefix: str, suffix: str = "") -> Callable[[Rows], list[str]]:
     return keys
 
 
+def _evals(rows: Rows) -> list[str]:
+    """avg@k and pass@k per environment; their intervals' bounds (`<key>/lo`, `/hi`) are drawn as bands."""
+    return [k for k in _matching("eval/")(rows) if not k.endswith(BOUNDS)]
+
+
 def _rewards(rows: Rows) -> list[str]:
     """The mean reward, and each environment's when several train together."""
     per_env = _matching("env/", "/reward_mean")(rows)
@@ -46,7 +53,7 @@ def _rewards(rows: Rows) -> list[str]:
 
 PANELS = (
     Panel("reward", _rewards),
-    Panel("eval (avg@k, pass@k)", _matching("eval/")),
+    Panel("eval (avg@k, pass@k)", _evals),
     Panel("loss", _present("loss")),
     Panel("KL / mismatch", _present("kl", "mismatch_kl")),
     Panel("completion length (tokens)", _present("completion_len_mean")),
@@ -59,6 +66,59 @@ def _points(rows: Rows, key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _band(rows: Rows, key: str) -> tuple[list[int], list[float], list[float]]:
+    """The steps where `key` has its interval, and the interval's bounds."""
+    lo, hi = f"{key}{BOUNDS[0]}", f"{key}{BOUNDS[1]}"
+    pts = [(int(r["step"]), float(r[lo]), float(r[hi])) for r in rows if _is_number(r.get(lo), r.get(hi))]
+    return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+
+
+def _is_number(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) for v in values)
+
+
+def events(rows: Rows) -> list[tuple[int, str, str]]:
+    """(step, signal, action) of every guard event in a run's rows."""
+    found = [(r["step"], e) for r in rows for e in r.get("guards") or [] if isinstance(e, dict)]
+    return [(int(step), str(e.get("signal", "?")), str(e.get("action", "warn"))) for step, e in found]
+
+
+def _mark_events(axes: Any, rows: Rows, colour: str) -> None:
+    """A vertical line per guard event on every panel (dotted: warn, dashed: rollback, solid: stop),
+    named on the first panel."""
+    for step, signal, action in events(rows):
+        for ax in axes.flat:
+            ax.axvline(step, color=colour, linestyle=EVENT_STYLE.get(action, ":"), alpha=0.6, linewidth=1)
+        axes.flat[0].annotate(
+            f"{signal} ({action})",
+            xy=(step, 0.98),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=6,
+            ha="right",
+            va="top",
+        )
+
+
+def _draw_panel(ax: Any, panel: Panel, runs: dict[str, Rows], colours: list[str]) -> None:
+    styles = ("-", "--", ":", "-.")
+    ax.set_title(panel.title)
+    ax.set_xlabel("step")
+    for i, (label, rows) in enumerate(runs.items()):
+        colour = colours[i % len(colours)]
+        for j, key in enumerate(panel.series(rows)):
+            steps, values = _points(rows, key)
+            name = key if len(runs) == 1 else f"{label}: {key}"
+            ax.plot(steps, values, styles[j % len(styles)], color=colour, label=name, marker=".")
+            band_steps, lo, hi = _band(rows, key)
+            if band_steps:
+                ax.fill_between(band_steps, lo, hi, color=colour, alpha=0.15, linewidth=0)
+    if ax.has_data():
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+
+
 def draw(runs: dict[str, Rows], out: Path) -> Path:
     """One PNG with a panel per metric family; each run (label -> metrics rows) in its own colour."""
     import matplotlib
@@ -68,20 +128,10 @@ def draw(runs: dict[str, Rows], out: Path) -> Path:
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ("-", "--", ":", "-.")
     for ax, panel in zip(axes.flat, PANELS, strict=True):
-        ax.set_title(panel.title)
-        ax.set_xlabel("step")
-        for i, (label, rows) in enumerate(runs.items()):
-            for j, key in enumerate(panel.series(rows)):
-                steps, values = _points(rows, key)
-                name = key if len(runs) == 1 else f"{label}: {key}"
-                style = styles[j % len(styles)]
-                ax.plot(steps, values, style, color=colours[i % len(colours)], label=name, marker=".")
-        if ax.has_data():
-            ax.legend(fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        _draw_panel(ax, panel, runs, colours)
+    for i, rows in enumerate(runs.values()):
+        _mark_events(axes, rows, colours[i % len(colours)])
     fig.suptitle(" vs ".join(runs) if len(runs) > 1 else next(iter(runs)))
     with atomic_path(out) as tmp:  # a reader (or a kill) never sees half a PNG
         fig.savefig(tmp, format="png", dpi=80)

@@ -10,7 +10,8 @@ from typing import Any
 from PIL import Image
 
 from rltrain.config import parse_config
-from rltrain.plots import PANELS, draw
+from rltrain.guards import Event
+from rltrain.plots import PANELS, draw, events
 from rltrain.run import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -56,6 +57,25 @@ def test_panels_cover_rewards_per_environment_eval_loss_kl_length_and_throughput
     assert keys["completion length (tokens)"] == ["completion_len_mean"]
     assert keys["tokens/s"] == ["tok_s", "gen_tok_s", "train_tok_s"]
     assert {p.title: p.series(_rows(0.1)) for p in PANELS}["reward"] == ["reward_mean"]  # one env: no repeat
+
+
+def test_eval_intervals_are_bands_and_guard_events_are_marked(tmp_path: Path) -> None:
+    plain = _rows(0.1)
+    marked = _rows(0.1)
+    for row in marked:
+        if "eval/digits/avg@1" in row:
+            row |= {"eval/digits/avg@1/lo": 0.3, "eval/digits/avg@1/hi": 0.7}
+    assert {p.title: p.series(marked) for p in PANELS}["eval (avg@k, pass@k)"] == ["eval/digits/avg@1"]
+    banded = _valid_png(draw({"run": marked}, tmp_path / "banded.png"))
+    assert banded != _valid_png(draw({"run": plain}, tmp_path / "plain.png"))
+    def event(step: int, signal: str, action: str) -> dict[str, Any]:  # as the guards write them
+        return Event(signal, step, step - 2, action, {"x": 0.9}, 0.5, 3).row()
+
+    marked[2]["guards"] = [event(3, "repetition", "warn")]
+    marked[4]["guards"] = [event(5, "truncation", "rollback"), event(5, "entropy", "stop")]
+    expected = [(3, "repetition", "warn"), (5, "truncation", "rollback"), (5, "entropy", "stop")]
+    assert events(marked) == expected
+    assert _valid_png(draw({"run": marked}, tmp_path / "events.png")) != banded
 
 
 def test_a_run_writes_curves_at_each_checkpoint_and_at_the_end(run_config) -> None:

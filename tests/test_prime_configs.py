@@ -223,7 +223,8 @@ def test_prime_train_init_template_runs(tmp_path: Path, first: str, caplog: pyte
     rows = read_jsonl(run.run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: the base model's eval (skip_first_step = false)
     # [[eval.env]] digits has other args than the training digits: evaluated apart, by its own sizes
-    assert set(rows[0]) == {"step", "eval/digits@eval/avg@4", "eval/digits@eval/pass@4"}
+    evals = {f"eval/digits@eval/{m}@4{bound}" for m in ("avg", "pass") for bound in ("", "/lo", "/hi")}
+    assert set(rows[0]) == {"step", *evals}  # each with its interval
     assert "eval/digits@eval/avg@4" in rows[2]
     messages = " ".join(r.getMessage() for r in caplog.records)
     if first.startswith("eval_base_model"):

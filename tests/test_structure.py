@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rltrain.signals",
             "rltrain.distributed",
             "rltrain.rundir",
+            "rltrain.guards",  # [[guards]] is a config section; its state machine reads metrics rows
+            "rltrain.evalstats",
         ),
     ),  # fmt: skip
     ("environments and loss math", ("rltrain.envs", "rltrain.algo")),

@@ -1,5 +1,5 @@
 """Held-out evaluation: avg@k (mean reward) and pass@k (any of k completions scores >= threshold),
-and when `[eval]` / `[val]` run during training (the schedule, `due`)."""
+each with its 95% interval (rltrain/evalstats.py), and when `[eval]` / `[val]` run during training."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 
 from rltrain.config import Config
 from rltrain.envs.base import Row
+from rltrain.evalstats import eval_metrics
 from rltrain.kinds.base import EnvSlot
 from rltrain.orchestrator.collect import Collector
 from rltrain.types import SamplingParams
 
-PASS_THRESHOLD = 0.999  # rewards are usually 0..1 correctness; "pass" means full marks
 EVAL_SEED_SHIFT = 7_919  # eval never draws the training samples
 
 
@@ -38,18 +38,22 @@ def eval_rows(slot: EnvSlot, num_examples: int) -> list[Row]:
     return (slot.env.eval_rows or slot.env.rows)[: num_examples if num_examples >= 0 else None]
 
 
-def evaluate(collector: Collector, plan: EvalPlan, sampling: SamplingParams) -> dict[str, float]:
-    """Per environment: `<prefix>/<env>/avg@k` and `<prefix>/<env>/pass@k` on its held-out rows."""
-    out: dict[str, float] = {}
+def target_rewards(collector: Collector, target: EvalTarget, sampling: SamplingParams) -> list[list[float]]:
+    """The k rewards of each of the target's held-out rows. The seeds depend only on `sampling`, so two
+    policies evaluated with the same `sampling` are compared on the same draws (`eval --compare`)."""
     sampling = replace(sampling, seed=(sampling.seed or 0) + EVAL_SEED_SHIFT)
+    slot = collector.slots[target.env_index]
+    batch = [(target.env_index, r) for r in eval_rows(slot, target.num_examples)]
+    return [s.rewards for s in collector.score(batch, collector.episodes(batch, target.k, sampling))]
+
+
+def evaluate(collector: Collector, plan: EvalPlan, sampling: SamplingParams) -> dict[str, float]:
+    """Per environment: `<prefix>/<env>/avg@k` and `<prefix>/<env>/pass@k` on its held-out rows, each
+    with its interval's bounds (`.../avg@k/lo`, `.../avg@k/hi`)."""
+    out: dict[str, float] = {}
     for t in plan.targets:
-        slot = collector.slots[t.env_index]
-        batch = [(t.env_index, r) for r in eval_rows(slot, t.num_examples)]
-        rewards = [s.rewards for s in collector.score(batch, collector.episodes(batch, t.k, sampling))]
-        total = sum(len(r) for r in rewards)
-        out[metric(plan.prefix, slot.name, "avg", t.k)] = sum(sum(r) for r in rewards) / max(total, 1)
-        passed = sum(max(r) >= PASS_THRESHOLD for r in rewards)
-        out[metric(plan.prefix, slot.name, "pass", t.k)] = passed / max(len(rewards), 1)
+        name = f"{plan.prefix}/{collector.slots[t.env_index].name}"
+        out |= eval_metrics(name, target_rewards(collector, t, sampling), t.k)
     return out
 
 

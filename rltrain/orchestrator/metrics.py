@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rltrain.rollout.episodes import Episode
+from rltrain.rollout.signals import flat_group_share, repetition
 
 
 def episode_record(ep: Episode, reward: float, advantage: float, parts: dict[str, float]) -> dict[str, Any]:
@@ -38,7 +39,10 @@ def rollout_metrics(
         "completion_len_mean": sum(r["completion_tokens"] for r in records) / n,
         "truncated_frac": sum(r["finish"] in ("length", "context") for r in records) / n,
         "errored_rollouts": float(sum(errored.values())),
+        "errored_frac": sum(errored.values()) / n,
         "filtered_groups": float(filtered),
+        "flat_group_frac": flat_group_share(records),  # the guards' "no learning signal"
+        "repeat_frac": repetition([r["completion"] for r in records]),
         "input_tokens": float(sum(r["prompt_tokens"] for r in records)),
         "output_tokens": float(sum(r["completion_tokens"] for r in records)),
     }

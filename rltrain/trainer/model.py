@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.utils import load_peft_weights
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -70,6 +71,31 @@ class Policy:
 
     def save_adapter(self, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
         self.model.save_pretrained(str(path), state_dict=state)
+
+    def load_adapter_weights(self, path: Path) -> None:
+        """The LoRA weights of a saved adapter (a checkpoint dir) into the live model, in place: the
+        optimizer keeps its parameters, and a sampler sharing the weights sees no half-loaded adapter."""
+        if self.sharded:  # the shards would need scattering from the loaded whole (fsdp.shard's way)
+            raise NotImplementedError("restoring an adapter into a sharded (FSDP) model in place")
+        weights = load_peft_weights(str(path), device=str(self.device))
+        with self.lock:
+            result: Any = set_peft_model_state_dict(self.model, weights)
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if result.unexpected_keys or missing:
+            bad = (result.unexpected_keys or missing)[0]
+            raise RuntimeError(f"{path}: its adapter does not fit this model's LoRA ({bad!r} does not match)")
+
+    def scale_lr(self, factor: float) -> float:
+        """Multiply the learning rate by `factor` from now on: the schedule's base rates and the rate in
+        use now (the schedule keeps its position). Returns the new rate."""
+        sched: Any = self.scheduler
+        sched.base_lrs = [lr * factor for lr in sched.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= factor
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # what get_last_lr() says
+        return float(sched._last_lr[0])
 
     def optimizer_state(self) -> dict[str, Any]:
         """Plain `state_dict()`, or when sharded the whole state keyed by name (a collective)."""

@@ -1,0 +1,260 @@
+"""The guards at work: each step's metrics in, events and a decision (go on, stop, roll back) out.
+
+The loop hands each step's metrics row (eval keys included) to `Guards.observe`, which returns the
+events that fired; `Guards.decide` turns them into go on, stop, or roll back to the last checkpoint
+that passed every guard. Pure: no torch (restoring a checkpoint is checkpoint.roll_back).
+
+Contract with the loop: step numbers never repeat. After a rollback the run goes on counting from
+where it was (max_steps counts every update, rolled back or not); the abandoned steps are marked, so
+that no checkpoint of theirs is ever "last good". `decide` runs before the step's own checkpoint, and
+after a rollback the loop checkpoints the restored weights at that step (a resume then continues
+from them, with the scaled learning rate and this state): that checkpoint counts as good.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+from rltrain.guards.config import BASELINE_STEPS, REWARD_RISE, Guard, GuardConfig, resolve
+
+EVAL_KEY = re.compile(r"^(?:eval|val)/(?P<env>.+)/avg@\d+$")
+
+
+@dataclass(frozen=True)
+class Event:
+    """A guard that fired: at `step`, its condition having held since `onset`."""
+
+    signal: str
+    step: int
+    onset: int
+    action: str
+    values: dict[str, float]
+    threshold: float
+    window: int
+
+    @property
+    def message(self) -> str:
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in self.values.items())
+        since = f"steps {self.onset}-{self.step}" if self.onset < self.step else f"step {self.step}"
+        return f"guard {self.signal} ({self.action}): {numbers} (threshold {self.threshold:g}; {since})"
+
+    def row(self) -> dict[str, Any]:
+        """The event as metrics.jsonl holds it: in its step's row, under "guards" (a list)."""
+        return {**asdict(self), "message": self.message}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the loop does after a step: go on, stop (failed, with `reason`), or roll back."""
+
+    action: Literal["go_on", "stop", "rollback"]
+    reason: str = ""
+    checkpoint: str | None = None  # rollback: restore this checkpoint
+    lr_factor: float = 1.0  # rollback: multiply the live learning rate by this
+
+
+@dataclass
+class _State:
+    streak: int = 0
+    onset: int = 0
+    fired: bool = False
+    rollbacks: int = 0
+    span: int = -1  # its failing streak's entry in Guards.bad, while the streak lasts
+
+
+@dataclass(frozen=True)
+class _Reading:
+    holds: bool
+    values: dict[str, float]
+    onset: int | None = None  # where the condition began, when the guard knows better than its streak
+
+
+def _number(row: dict[str, Any], key: str) -> float | None:
+    v = row.get(key)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+@dataclass
+class Guards:
+    """The guards of one run and what they have seen; `state_dict` goes into each checkpoint."""
+
+    guards: list[Guard]
+    states: list[_State] = field(init=False)
+    rewards: dict[str, dict[int, float]] = field(default_factory=dict)  # train reward keys -> step -> value
+    evals: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # eval key -> (step, value)
+    lengths: list[float] = field(default_factory=list)  # the first steps' mean completion lengths
+    bad: list[list[int]] = field(default_factory=list)  # [first, last] step spans that failed a guard
+    _fired: list[tuple[Event, int]] = field(default_factory=list)  # the last step's events, by guard
+    _in_baseline: bool = True  # this step's length is one of the first steps' (the reference)
+
+    def __post_init__(self) -> None:
+        self.states = [_State() for _ in self.guards]
+
+    @classmethod
+    def from_config(cls, entries: Sequence[GuardConfig]) -> Guards:
+        return cls(resolve(entries))
+
+    def observe(self, step: int, row: dict[str, Any]) -> list[Event]:
+        """Feed one step's metrics row (with any eval keys); returns the events that fired at it."""
+        self._remember(step, row)
+        self._fired = []
+        for i, (guard, st) in enumerate(zip(self.guards, self.states, strict=True)):
+            reading = self._read(guard, step, row)
+            if reading is not None and (event := self._advance(guard, st, step, reading)) is not None:
+                self._fired.append((event, i))
+        for key, value in ((k, v) for k, v in row.items() if EVAL_KEY.match(k)):
+            if isinstance(value, (int, float)):
+                self.evals.setdefault(key, []).append((step, float(value)))
+        return [e for e, _ in self._fired]
+
+    def _remember(self, step: int, row: dict[str, Any]) -> None:
+        for key in row:
+            train = key == "reward_mean" or (key.startswith("env/") and key.endswith("/reward_mean"))
+            if train and (v := _number(row, key)) is not None:
+                self.rewards.setdefault(key, {})[step] = v
+        length = _number(row, "completion_len_mean")
+        self._in_baseline = length is not None and len(self.lengths) < BASELINE_STEPS
+        if length is not None and self._in_baseline:
+            self.lengths.append(length)
+
+    def _read(self, g: Guard, step: int, row: dict[str, Any]) -> _Reading | None:
+        """The guard's condition at this step; None: nothing to judge (no data, or no baseline yet)."""
+        if g.signal == "eval_divergence":
+            return self._divergence(g, step, row)
+        if g.signal == "no_signal":
+            return self._no_signal(g, step, row)
+        if g.signal in ("entropy", "mismatch_kl") and _number(row, "training_tokens") == 0.0:
+            return None  # nothing was trained on: the trainer's averages are 0 / 0
+        v = _number(row, g.metric)
+        if v is None:
+            return None
+        if g.signal == "length_collapse":
+            if self._in_baseline:  # a step that sets the reference is not judged against it
+                return None
+            start = _mean(self.lengths)
+            return _Reading(v <= g.threshold * start, {g.metric: v, "first_steps_mean": start})
+        return _Reading(v >= g.threshold if g.above else v <= g.threshold, {g.metric: v})
+
+    def _no_signal(self, g: Guard, step: int, row: dict[str, Any]) -> _Reading | None:
+        flat, errored = _number(row, "flat_group_frac"), _number(row, "errored_frac")
+        if flat is None and errored is None:
+            return None
+        values = {"flat_group_frac": flat or 0.0, "errored_frac": errored or 0.0}
+        if values["errored_frac"] >= g.threshold:
+            return _Reading(True, values)
+        rewards = self.rewards.get("reward_mean", {})  # in step order: steps only grow
+        solved = False  # every group agrees because the run learned its task: not a failure
+        if len(rewards) > BASELINE_STEPS:
+            start = _mean(list(islice(rewards.values(), BASELINE_STEPS)))
+            recent = _mean(list(islice(reversed(rewards.values()), g.window)))
+            solved = recent > start + REWARD_RISE
+        return _Reading(values["flat_group_frac"] >= g.threshold and not solved, values)
+
+    def _divergence(self, g: Guard, step: int, row: dict[str, Any]) -> _Reading | None:
+        """At an eval: the train reward rose and this eval fell, each by `threshold`, since the latest
+        eval at least `window` steps before."""
+        readings = []
+        for key, value in row.items():
+            m = EVAL_KEY.match(key)
+            earlier = [p for p in self.evals.get(key, []) if p[0] <= step - g.window]
+            if m is None or not isinstance(value, (int, float)) or not earlier:
+                continue
+            then_step, then_eval = earlier[-1]
+            train_key = f"env/{m['env']}/reward_mean"
+            series = self.rewards.get(train_key) or self.rewards.get("reward_mean", {})
+            pts = [series[s] for s in sorted(series) if then_step < s <= step]
+            if len(pts) < 2:
+                continue
+            half = len(pts) // 2
+            train_up, eval_down = _mean(pts[-half:]) - _mean(pts[:half]), then_eval - float(value)
+            values = {"train_reward_change": train_up, f"{key}_change": -eval_down}
+            holds = train_up >= g.threshold and eval_down >= g.threshold
+            readings.append(_Reading(holds, values, then_step + 1))  # the earlier eval's weights were fine
+        return next((r for r in readings if r.holds), readings[0] if readings else None)
+
+    def _advance(self, g: Guard, st: _State, step: int, r: _Reading) -> Event | None:
+        """A streak of steps where the condition holds; the guard fires once per streak, at `window`
+        steps (eval_divergence at once: its window is the distance between the evals)."""
+        if not r.holds:
+            st.streak, st.fired, st.span = 0, False, -1
+            return None
+        st.streak += 1
+        if st.streak == 1:
+            st.onset = step if r.onset is None else r.onset
+        if st.fired:
+            self.bad[st.span][1] = step
+            return None
+        if st.streak < (1 if g.signal == "eval_divergence" else g.window):
+            return None
+        st.fired, st.span = True, len(self.bad)
+        self.bad.append([st.onset, step])
+        return Event(g.signal, step, st.onset, g.action, r.values, g.threshold, g.window)
+
+    def last_good(self, checkpoints: Sequence[str | Path], before: int | None = None) -> str | None:
+        """The newest checkpoint (…/step_N) that passed every guard: no guard's failing streak covers
+        its step, it is older than `before`, and it is not on a branch a rollback abandoned."""
+        good = []
+        for c in checkpoints:
+            name = Path(c).name
+            if not name.startswith("step_") or not name[5:].isdigit():
+                continue
+            n = int(name[5:])
+            if (before is None or n < before) and not any(a <= n <= b for a, b in self.bad):
+                good.append((n, str(c)))
+        return max(good)[1] if good else None
+
+    def decide(self, events: Sequence[Event], checkpoints: Sequence[str | Path]) -> Decision:
+        """Stop, roll back or go on, given a step's events and the run's complete checkpoints."""
+        stop = next((e for e in events if e.action == "stop"), None)
+        if stop is not None:
+            return Decision("stop", stop.message)
+        fired = [(e, i) for e, i in self._fired if e.action == "rollback" and e in events]
+        if not fired:
+            return Decision("go_on")
+        event, i = fired[0]
+        guard, st = self.guards[i], self.states[i]
+        if st.rollbacks >= guard.max_rollbacks:
+            return Decision("stop", f"{event.message}; already rolled back {st.rollbacks} times")
+        target = self.last_good(checkpoints, before=event.onset)
+        if target is None:
+            why = f"no checkpoint before step {event.onset} passed every guard"
+            return Decision("stop", f"{event.message}; {why}")
+        st.rollbacks += 1
+        restored = int(Path(target).name[5:])
+        # from here on this step's weights are the restored ones (the loop checkpoints them): only the
+        # steps before it failed, and those since the restored checkpoint are an abandoned branch
+        for span in self.bad:
+            span[1] = min(span[1], event.step - 1)
+        self.bad.append([restored + 1, event.step - 1])
+        for s in self.states:  # the restored policy starts every streak afresh
+            s.streak, s.fired, s.span = 0, False, -1
+        reason = f"{event.message}; rollback {st.rollbacks}/{guard.max_rollbacks} to {Path(target).name}"
+        return Decision("rollback", reason, target, guard.lr_factor)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so that a resumed run remembers its baselines and rollbacks."""
+        return {
+            "states": [asdict(s) for s in self.states],
+            "rewards": {k: dict(v) for k, v in self.rewards.items()},
+            "evals": {k: list(v) for k, v in self.evals.items()},
+            "lengths": list(self.lengths),
+            "bad": [list(b) for b in self.bad],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["states"]) == len(self.states):  # the same guards (a changed config starts afresh)
+            self.states = [_State(**s) for s in state["states"]]
+        self.rewards = {k: {int(s): float(v) for s, v in d.items()} for k, d in state["rewards"].items()}
+        self.evals = {k: [(int(s), float(v)) for s, v in pts] for k, pts in state["evals"].items()}
+        self.lengths = [float(x) for x in state["lengths"]]
+        self.bad = [[int(a), int(b)] for a, b in state["bad"]]
