@@ -42,6 +42,7 @@ class Recorder:
     checkpoints: list[str] = field(default_factory=list)
     last_metrics: dict[str, Any] = field(default_factory=dict)
     writer: Any = None  # TensorBoard's SummaryWriter, when on
+    loggers: list[Any] = field(default_factory=list)  # rltrain.wandb_log.StepLogger, main rank only
     _clock: float = field(default_factory=time.monotonic)
     _plotted_step: int | None = None  # the last step curves.png shows
 
@@ -87,6 +88,8 @@ class Recorder:
                     self.writer.add_scalar(k, v, step)
             self.writer.flush()
         self.save()
+        for logger in self.loggers:
+            logger.log_step(step, self.last_metrics, rollout_records, self.record.data)
 
     def save(self, durable: bool = False) -> None:
         if self.dist.is_main:
@@ -96,6 +99,8 @@ class Recorder:
     def set_status(self, status: str, error: str | None = None) -> None:
         if self.dist.is_main:
             self.record.set_status(status, error=error)
+            for logger in self.loggers:
+                logger.status(self.record.data)
         else:
             self.record.data["status"] = status
 

@@ -248,6 +248,7 @@ def _record(ep: Episode, reward: float, advantage: float, parts: dict[str, float
         "group": ep.group,
         "env": ep.env_name,
         "row": ep.row.key,
+        "prompt": ep.row.prompt,  # for readers of rollouts/step_N.jsonl (dashboard, W&B tables)
         "completion": ep.text,
         "reward": reward,
         "advantage": advantage,
