@@ -20,6 +20,7 @@ COMMANDS = {
     "runs": "list runs; runs show ID | runs cancel ID | runs plot ID [ID ...] (--runs DIR)",
     "submit": "validate a config and queue it as a run for a worker",
     "worker": "run queued runs, oldest first",
+    "serve": "watch runs: prime's API for `prime train list/get/stop/...` and a dashboard at /",
     "eval": "evaluate a model or an adapter on environments, without training",
     "envs": "list the built-in and installed environments",
     "models": "the base-model registry: what each model family supports where",
@@ -290,6 +291,12 @@ def cmd_eval(argv: list[str]) -> int:
     return run_eval(argv)
 
 
+def cmd_serve(argv: list[str]) -> int:
+    from rltrain.serve.cli import cmd_serve as serve
+
+    return serve(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="rltrain: %(message)s")
@@ -301,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in COMMANDS:
         handlers = {"train": cmd_train, "init": cmd_init, "runs": cmd_runs, "envs": cmd_envs}
         handlers.update(models=cmd_models, submit=cmd_submit, worker=cmd_worker, eval=cmd_eval)
+        handlers["serve"] = cmd_serve
         return handlers[argv[0]](argv[1:])
     return cmd_train(argv)
 

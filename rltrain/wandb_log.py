@@ -57,8 +57,19 @@ class WandbLogger:
         id_file = run_dir / ID_FILE
         # W&B run ids: lowercase letters and digits
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+        try:
+            self.run = self._init(run_id, run_dir, config)
+        except self.wandb.errors.UsageError as err:  # no API key, a bad entity...: one line, with a way out
+            raise RuntimeError(f"[wandb]: {err} (or set [wandb] offline = true)") from None
+        id_file.write_text(self.run.id)
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+        self.eval_rows: list[list[Any]] = []
+
+    def _init(self, run_id: str, run_dir: Path, config: dict[str, Any]) -> Any:
+        cfg = self.cfg
         mode = "offline" if cfg.offline else os.environ.get("WANDB_MODE") or None
-        self.run = self.wandb.init(
+        return self.wandb.init(
             project=cfg.project,
             name=cfg.name or run_dir.name,
             entity=cfg.entity,
@@ -70,10 +81,6 @@ class WandbLogger:
             mode=mode,
             settings=self.wandb.Settings(console="off", silent=True),
         )
-        id_file.write_text(self.run.id)
-        self.run.define_metric("step")
-        self.run.define_metric("*", step_metric="step")
-        self.eval_rows: list[list[Any]] = []
 
     def log_step(
         self, step: int, metrics: dict[str, Any], rollouts: list[dict[str, Any]], record: dict[str, Any]
