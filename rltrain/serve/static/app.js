@@ -85,7 +85,8 @@ function drawCharts(rows) {
       holder.dataset.title = chart.title;
       box.append(holder);
       const series = [{}, ...keys[i].map((k, j) => ({ label: k, stroke: COLORS[j % COLORS.length], spanGaps: true }))];
-      const opts = { title: chart.title, width: 440, height: 220, series, scales: { x: { time: false } } };
+      const axes = [{}, { values: (u, ticks) => ticks.map((v) => +v.toPrecision(3)) }];  // 1e-4, not 0
+      const opts = { title: chart.title, width: 440, height: 220, series, axes, scales: { x: { time: false } } };
       const plot = new uPlot(opts, [[], ...keys[i].map(() => [])], holder);
       plot.keys = keys[i];
       state.charts.push(plot);
