@@ -21,7 +21,7 @@ from tests.serve.conftest import KEY, Live, fake_run
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or DRIVER is None and not os.environ.get("CI"),
+    (CHROMIUM is None or DRIVER is None) and not os.environ.get("CI"),  # in CI a missing browser fails
     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
 )
 CONFIG = """model = "builtin:tiny"
