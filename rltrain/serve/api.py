@@ -18,7 +18,7 @@ from typing import Any
 from rltrain.serve import shapes
 from rltrain.serve.store import RunNotFound, RunStore
 
-Reply = tuple[int, dict[str, Any]]
+Reply = tuple[int, dict[str, Any] | bytes]  # bytes: a JSON body already encoded
 TRASH = ".deleted"
 
 
@@ -56,7 +56,7 @@ class Api:
     def status(self, run_dir: Path, record: dict[str, Any]) -> str:
         return str(_queue().effective_status(run_dir, record))
 
-    def run(self, run_dir: Path) -> dict[str, Any]:
+    def run(self, run_dir: Path) -> dict[str, Any]:  # prime's RLRun
         record = self.store.record(run_dir)
         return shapes.rl_run(record, self.status(run_dir, record), run_dir)
 
@@ -134,12 +134,11 @@ class Api:
         rows = self.store.metrics(self.store.run_dir(run_id))
         lo, hi = _int(query, "min_step", None), _int(query, "max_step", None)
         limit = _int(query, "limit", None, lo=1)
-        rows = [
-            r
-            for r in rows
-            if (lo is None or r.get("step", 0) >= lo) and (hi is None or r.get("step", 0) <= hi)
-        ]
-        return 200, {"metrics": rows[-limit:] if limit else rows}
+        if lo is not None or hi is not None:
+            low, high = lo if lo is not None else -1, hi if hi is not None else 10**18
+            rows = [(r, b) for r, b in rows if low <= r.get("step", 0) <= high]
+        chosen = rows[-limit:] if limit else rows
+        return 200, b'{"metrics": [' + b", ".join(b for _, b in chosen) + b"]}"
 
     def samples(self, run_id: str, query: dict[str, str], body: Any) -> Reply:
         run_dir = self.store.run_dir(run_id)

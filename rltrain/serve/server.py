@@ -168,6 +168,8 @@ class Handler(BaseHTTPRequestHandler):
             methods.add(method)
             if method == self.command:
                 code, reply = handler(self.api, m.groupdict().get("id") or "", query, payload)
+                if isinstance(reply, bytes):
+                    return self._send(code, reply, "application/json")
                 return self._json(code, reply)
         if methods:
             raise ApiError(405, f"{self.command} is not allowed here (allowed: {', '.join(sorted(methods))})")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rltrain.record import validate_run_id
+from rltrain.record import finite, validate_run_id
 
 STEP_FILE = re.compile(r"^step_(\d+)\.jsonl$")
 CHECKPOINT_DIR = re.compile(r"^step_(\d+)$")
@@ -51,11 +51,13 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 
 @dataclass
 class _Tail:
-    """metrics.jsonl as parsed so far: rows up to `offset` bytes of the file with inode `ino`."""
+    """metrics.jsonl as parsed so far: rows up to `offset` bytes of the file with inode `ino`, and each
+    row as strict JSON (NaN as null), encoded once: answering the whole history joins bytes."""
 
     ino: int = -1
     offset: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)
 
 
 class RunStore:
@@ -110,8 +112,8 @@ class RunStore:
             time.sleep(0.01 * (attempt + 1))
         raise RunUnreadable(f"run {run_dir.name}: run.json does not parse")
 
-    def metrics(self, run_dir: Path) -> list[dict[str, Any]]:
-        """metrics.jsonl's rows (a copy of the list: callers may filter it)."""
+    def metrics(self, run_dir: Path) -> list[tuple[dict[str, Any], bytes]]:
+        """metrics.jsonl's rows, each with its strict-JSON encoding."""
         path = run_dir / "metrics.jsonl"
         with self._lock:
             tail = self._tails.setdefault(path, _Tail())
@@ -119,19 +121,21 @@ class RunStore:
                 with path.open("rb") as f:
                     st = os.fstat(f.fileno())
                     if st.st_ino != tail.ino or st.st_size < tail.offset:  # new file (resume) or truncated
-                        tail.ino, tail.offset, tail.rows = st.st_ino, 0, []
+                        tail.ino, tail.offset, tail.rows, tail.encoded = st.st_ino, 0, [], []
                     if st.st_size > tail.offset:
                         f.seek(tail.offset)
                         chunk = f.read(st.st_size - tail.offset)
                         whole = chunk[: chunk.rfind(b"\n") + 1]  # a torn last line waits for its end
-                        tail.rows += _json_lines(whole.decode(errors="replace"))
+                        new = _json_lines(whole.decode(errors="replace"))
+                        tail.rows += new
+                        tail.encoded += [json.dumps(finite(r), allow_nan=False).encode() for r in new]
                         tail.offset += len(whole)
             except FileNotFoundError:
                 self._tails.pop(path, None)
                 if not run_dir.is_dir():
                     raise RunNotFound(run_dir.name) from None
                 return []
-            return list(tail.rows)
+            return list(zip(tail.rows, tail.encoded, strict=True))
 
     def rollouts(self, run_dir: Path, step: int) -> list[dict[str, Any]]:
         """rollouts/step_N.jsonl's records ([] when the step has none)."""

@@ -19,4 +19,3 @@ def test_serve_imports_no_torch() -> None:
     # that one light)
     loaded = _loaded("import rltrain.serve.server, rltrain.serve.cli, rltrain.serve.submit")
     assert not {"torch", "wandb", "aiohttp", "fastapi", "rltrain.queue"} & loaded
-

@@ -103,8 +103,11 @@ def test_prime_cli_queues_watches_stops_and_deletes_a_local_run(
         run_id in listed and "QUEUED" in listed and "builtin:tiny" in listed and "Total: 1 run(s)" in listed
     )
     request.getfixturevalue("worker")
-    progress = lambda: json.loads(prime(prime_bin, live, tmp_path, "progress", run_id).stdout)  # noqa: E731
-    wait_for(lambda: (progress()["latest_step"] or 0) >= 2)
+    # waits poll over plain HTTP: each prime start costs a second of CPU
+    wait_for(lambda: len(live.call("GET", f"/api/v1/rft/runs/{run_id}/progress")[1]["stepsWithSamples"]) >= 2)
+    wait_for(lambda: live.call("GET", f"/api/v1/rft/runs/{run_id}/checkpoints")[1]["checkpoints"])
+    progress = json.loads(prime(prime_bin, live, tmp_path, "progress", run_id).stdout)
+    assert progress["latest_step"] >= 2 and progress["steps_with_samples"][:2] == [1, 2]
 
     got = prime(prime_bin, live, tmp_path, "get", run_id).stdout
     for line in ("Status: RUNNING", "Model: builtin:tiny", "Environments: digits", "Max Steps: 400",
@@ -117,7 +120,7 @@ def test_prime_cli_queues_watches_stops_and_deletes_a_local_run(
     rollouts = json.loads(prime(prime_bin, live, tmp_path, "rollouts", run_id, "-s", "1", "-n", "3").stdout)
     assert rollouts["total"] == 8 and rollouts["total_pages"] == 3 and len(rollouts["samples"]) == 3
     assert rollouts["samples"][0]["prompt"][0]["role"] == "user" and "completion" in rollouts["samples"][0]
-    wait_for(lambda: "READY" in prime(prime_bin, live, tmp_path, "checkpoints", run_id).stdout)
+    assert f"{run_id}/step_2" in prime(prime_bin, live, tmp_path, "checkpoints", run_id).stdout
     usage = prime(prime_bin, live, tmp_path, "usage", run_id).stdout
     assert "Run Usage" in usage and "Inference (output)" in usage and "RUNNING" in usage
     assert f"run directory {live.root / run_id}" in prime(prime_bin, live, tmp_path, "logs", run_id).stdout
