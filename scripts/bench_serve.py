@@ -4,11 +4,13 @@
 
 One `python -m rltrain serve` runs throughout. Tiny-model runs train one after another, unwatched and
 watched interleaved (U, W, U, W, ...: other work on a shared machine drifts, and interleaving spreads
-the drift over both). While a watched run trains, each client asks for the run's whole metrics history
-and the latest step's rollouts, then sleeps `--interval` (a dashboard polls every 2 s; `prime train
-usage --watch` every 30 s). Reported: requests/s, p50/p99 latency, and the median step time of each
-run over the same window. Then a saturation phase (no run, no sleeps) gives the stack's ceiling.
-The clients run in this process, on the same cores as the run: their CPU is part of the cost measured.
+the drift over both). While a watched run trains, each client polls as the dashboard does, every
+`--interval` seconds (the dashboard: 2 s): the run's progress, its new metrics rows (the whole history
+on the first poll, then `min_step`), and the latest step's rollouts (50 samples). Reported:
+requests/s, p50/p99 latency, and the median step time of each run over the same window. Then a
+saturation phase (the last run's whole metrics history and rollouts, no sleeps, no run training) gives
+the stack's ceiling on the heavy path. The clients run in this process, on the same cores as the run:
+their CPU is part of the cost measured (they parse only the small progress answer).
 Writes docs/bench_serve.json; docs/benchmarks.md quotes it.
 """
 
@@ -68,7 +70,7 @@ class Load:
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
 
-    def get(self, conn: http.client.HTTPConnection, path: str) -> Any:
+    def get(self, conn: http.client.HTTPConnection, path: str) -> bytes | None:
         start = time.perf_counter()
         conn.request("GET", path, headers={"Authorization": f"Bearer {KEY}"})
         res = conn.getresponse()
@@ -77,16 +79,19 @@ class Load:
         if res.status != 200:
             self.errors += 1
             return None
-        return json.loads(body)
+        return body
 
     def client(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         base = f"/api/v1/rft/runs/{self.run_id}"
+        seen = -1  # the last metrics step this client has; -1: none yet (and, saturating, always)
         while not self.stop.is_set():
-            metrics = self.get(conn, f"{base}/metrics") or {"metrics": []}
-            step = metrics["metrics"][-1]["step"] if metrics["metrics"] else 1
-            self.get(conn, f"{base}/samples?step={step}&limit=50")
+            progress = json.loads(self.get(conn, f"{base}/progress") or b"{}")
+            steps = progress.get("stepsWithSamples") or [1]
+            self.get(conn, f"{base}/metrics?min_step={seen + 1}")
+            self.get(conn, f"{base}/samples?step={steps[-1]}&limit=50")
             if self.interval:
+                seen = progress.get("latestStep") or seen
                 self.stop.wait(self.interval)
         conn.close()
 

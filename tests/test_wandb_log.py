@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from rltrain.config import parse_config
+from rltrain.config import WandbConfig, parse_config
 from rltrain.prime_rl import translate
 from rltrain.record import read_jsonl
 from rltrain.run import train
 from rltrain.rundir import stored_config
+from rltrain.wandb_log import open_loggers
 from tests.wandb_files import offline_runs
 
 pytest.importorskip("wandb")
@@ -58,6 +59,12 @@ def test_offline_run_logs_rows_config_status_tables_and_resumes(run_config: Any,
     runs = offline_runs(run_dir)
     assert len(runs) == 2 and runs[1]["id"] == first["id"] == (run_dir / "wandb_id").read_text()
     assert [r["step"] for r in runs[1]["history"] if "reward_mean" in r] == [3]
+
+
+def test_only_the_main_rank_logs(tmp_path: Path) -> None:
+    assert open_loggers(WandbConfig(offline=True), tmp_path, {}, is_main=False) == []
+    assert open_loggers(None, tmp_path, {}, is_main=True) == []
+    assert not (tmp_path / "wandb").exists()
 
 
 def test_missing_wandb_is_one_line_naming_the_extra(run_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
