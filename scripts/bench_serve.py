@@ -53,6 +53,12 @@ tensorboard = false
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rows(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
@@ -63,8 +69,8 @@ def rows(run_dir: Path) -> list[dict[str, Any]]:
 class Load:
     """`clients` threads, each on its own keep-alive connection, polling until stopped."""
 
-    def __init__(self, port: int, run_id: str, clients: int, interval: float) -> None:
-        self.port, self.run_id, self.interval = port, run_id, interval
+    def __init__(self, port: int, run_id: str, clients: int, interval: float, server_pid: int = 0) -> None:
+        self.port, self.run_id, self.interval, self.server_pid = port, run_id, interval, server_pid
         self.latencies: list[float] = []
         self.errors = 0
         self.stop = threading.Event()
@@ -97,6 +103,7 @@ class Load:
 
     def run(self, seconds: float) -> dict[str, float]:
         start = time.perf_counter()
+        cpu = (cpu_seconds(self.server_pid), time.process_time())
         for t in self.threads:
             t.start()
         time.sleep(seconds)
@@ -105,7 +112,9 @@ class Load:
             t.join(timeout=60)
         elapsed = time.perf_counter() - start
         lat = sorted(self.latencies)
-        return {
+        return {  # CPU: core-seconds per second of the window, the server's and the clients'
+            "server_cpu": (cpu_seconds(self.server_pid) - cpu[0]) / elapsed,
+            "clients_cpu": (time.process_time() - cpu[1]) / elapsed,
             "requests": len(lat),
             "errors": self.errors,
             "requests_per_s": len(lat) / elapsed,
@@ -114,7 +123,9 @@ class Load:
         }
 
 
-def one_run(root: Path, run_id: str, args: argparse.Namespace, port: int | None) -> dict[str, Any]:
+def one_run(
+    root: Path, run_id: str, args: argparse.Namespace, server: tuple[int, int] | None
+) -> dict[str, Any]:
     config = root / f"{run_id}.toml"
     config.write_text(CONFIG.format(run_id=run_id, root=root))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -126,7 +137,9 @@ def one_run(root: Path, run_id: str, args: argparse.Namespace, port: int | None)
             raise RuntimeError(f"run {run_id} exited with {proc.returncode}")
         time.sleep(0.2)
     first = len(rows(run_dir))
-    load = Load(port, run_id, args.clients, args.interval).run(args.seconds) if port else None
+    load = (
+        Load(server[0], run_id, args.clients, args.interval, server[1]).run(args.seconds) if server else None
+    )
     if load is None:
         time.sleep(args.seconds)
     last = len(rows(run_dir))
@@ -134,7 +147,7 @@ def one_run(root: Path, run_id: str, args: argparse.Namespace, port: int | None)
     proc.wait(timeout=300)
     window = rows(run_dir)[first:last]
     step_s = [r["step_s"] for r in window]
-    return {"run": run_id, "watched": port is not None, "steps": len(window), "load": load,
+    return {"run": run_id, "watched": server is not None, "steps": len(window), "load": load,
             "median_step_s": statistics.median(step_s), "mean_step_s": statistics.fmean(step_s)}  # fmt: skip
 
 
@@ -167,12 +180,13 @@ def main() -> None:
         try:
             for i in range(args.pairs):
                 for watched in (False, True):
-                    out = one_run(root, f"{'w' if watched else 'u'}{i}", args, port if watched else None)
+                    watch = (port, server.pid) if watched else None
+                    out = one_run(root, f"{'w' if watched else 'u'}{i}", args, watch)
                     out["loadavg"] = uptime()
                     results["runs"].append(out)
                     print(json.dumps(out), flush=True)
             if args.saturate:
-                results["saturated"] = Load(port, "w0", args.clients, 0.0).run(args.saturate)
+                results["saturated"] = Load(port, "w0", args.clients, 0.0, server.pid).run(args.saturate)
                 print(json.dumps({"saturated": results["saturated"]}), flush=True)
         finally:
             server.send_signal(signal.SIGTERM)

@@ -102,6 +102,8 @@ def test_dashboard_watches_a_training_run_and_cancels_it(serve: str, tmp_path: P
         browser.find_element(By.CSS_SELECTOR, row).click()
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".rollout .msg.assistant"))
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#charts canvas")) >= 2)
+        steps = browser.execute_script("return state.rows.map((r) => r.step)")  # each step once, in order
+        assert len(steps) >= 2 and steps == sorted(set(steps)), steps
         rollout = browser.find_elements(By.CSS_SELECTOR, ".rollout")[0]
         reward = float(rollout.find_element(By.CSS_SELECTOR, ".reward").text.removeprefix("reward "))
         assert 0.0 <= reward <= 1.0

@@ -154,6 +154,7 @@ async function showRollouts(runId, steps) {
 async function showRun(runId) {
   const base = "/api/v1/rft/runs/" + encodeURIComponent(runId);
   const { run } = await api(base);
+  if (state.runId !== runId) return;  // the page moved on while this answer was coming
   const r = run.rltrain || {};
   document.getElementById("run-title").textContent = run.id;
   const status = document.getElementById("run-status");
@@ -171,7 +172,9 @@ async function showRun(runId) {
   if ((r.step ?? 0) < last) state.rows = [];  // resumed from an earlier checkpoint: read again
   const from = state.rows.length ? state.rows[state.rows.length - 1].step + 1 : 0;
   const { metrics } = await api(`${base}/metrics?min_step=${from}`);
-  state.rows = state.rows.concat(metrics);
+  if (state.runId !== runId) return;
+  const newest = state.rows.length ? state.rows[state.rows.length - 1].step : -1;
+  state.rows = state.rows.concat(metrics.filter((m) => m.step > newest));  // uPlot needs x ascending
   drawCharts(state.rows);
   const progress = await api(base + "/progress");
   await showRollouts(runId, progress.stepsWithSamples);
@@ -180,7 +183,8 @@ async function showRun(runId) {
 
 // --- navigation ---------------------------------------------------------------------------------------
 function route() {
-  clearInterval(state.timer);
+  clearTimeout(state.timer);
+  const generation = (state.generation = (state.generation || 0) + 1);
   const match = location.hash.match(/^#\/run\/(.+)$/);
   const runId = match ? decodeURIComponent(match[1]) : null;
   document.getElementById("runs-view").hidden = !!runId;
@@ -193,9 +197,12 @@ function route() {
     document.getElementById("rollouts").replaceChildren();
     document.getElementById("follow").checked = true;
   }
-  const tick = () => (runId ? showRun(runId) : showRuns()).catch((e) => console.error(e));
+  // one poll at a time: the next is scheduled when this one is done (a slow server never stacks them)
+  const tick = async () => {
+    await (runId ? showRun(runId) : showRuns()).catch((e) => console.error(e));
+    if (generation === state.generation) state.timer = setTimeout(tick, POLL_MS);
+  };
   tick();
-  state.timer = setInterval(tick, POLL_MS);
 }
 
 document.getElementById("cancel").addEventListener("click", async (event) => {
