@@ -49,6 +49,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "rltrain-serve"
     sys_version = ""
     timeout = 60  # an idle keep-alive connection gives its thread back after this
+    # headers and body go out in two writes: with Nagle's algorithm the body waits for the client's
+    # delayed ACK of the headers, 40 ms on Linux (measured: p50 44 ms at 130 req/s, before this)
+    disable_nagle_algorithm = True
     api: Api
     guard: Guard
     files: dict[str, bytes]
