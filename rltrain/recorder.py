@@ -80,7 +80,8 @@ class Recorder:
         append_jsonl(self.metrics_path, self.last_metrics)
         if rollout_records:
             (self.run_dir / "rollouts").mkdir(exist_ok=True)
-            text = "".join(json.dumps(r) + "\n" for r in rollout_records)
+            # default=str: a record now holds its prompt, whose values the dataset chose
+            text = "".join(json.dumps(r, default=str) + "\n" for r in rollout_records)
             (self.run_dir / "rollouts" / f"step_{step}.jsonl").write_text(text)
         if self.writer is not None:
             for k, v in metrics.items():
