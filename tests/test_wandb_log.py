@@ -37,7 +37,7 @@ def test_offline_run_logs_rows_config_status_tables_and_resumes(run_config: Any,
         run__id="wb",
     )
     run_dir = train(parse_config(raw)).run_dir
-    (first,) = offline_runs(run_dir)
+    (first,) = offline_runs(run_dir, expect=1)
     rows = [r for r in first["history"] if "reward_mean" in r]
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [r["step"] for r in metrics if "reward_mean" in r] == [1, 2]
@@ -56,7 +56,7 @@ def test_offline_run_logs_rows_config_status_tables_and_resumes(run_config: Any,
 
     resumed = train(stored_config(run_dir, ["--max_steps", "3"]), resume=run_dir)
     assert resumed.status == "succeeded"
-    runs = offline_runs(run_dir)
+    runs = offline_runs(run_dir, expect=2)
     assert len(runs) == 2 and runs[1]["id"] == first["id"] == (run_dir / "wandb_id").read_text()
     assert [r["step"] for r in runs[1]["history"] if "reward_mean" in r] == [3]
 

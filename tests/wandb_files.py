@@ -43,7 +43,7 @@ def read_run(path: Path) -> dict[str, Any]:
     """{"id", "history": [rows], "config": {...}, "summary": {...}} of one .wandb file."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    run: dict[str, Any] = {"history": [], "config": {}, "summary": {}, "id": None}
+    run: dict[str, Any] = {"history": [], "config": {}, "summary": {}, "id": None, "exited": False}
     for payload in _payloads(path.read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(payload)
@@ -54,6 +54,8 @@ def read_run(path: Path) -> dict[str, Any]:
         elif kind == "history":
             items = rec.history.item
             run["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items})
+        elif kind == "exit":
+            run["exited"] = True
         elif kind == "config":
             run["config"] |= {i.key: json.loads(i.value_json) for i in rec.config.update}
         elif kind == "summary":
@@ -62,7 +64,16 @@ def read_run(path: Path) -> dict[str, Any]:
     return run
 
 
-def offline_runs(run_dir: Path) -> list[dict[str, Any]]:
-    """Every offline W&B run written under a run directory, oldest first (a resume writes another)."""
-    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-    return [read_run(f) for f in files]
+def offline_runs(run_dir: Path, expect: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """The `expect` offline W&B runs written under a run directory, oldest first (a resume writes
+    another). wandb's service process writes the file: `finish()` can return before its last records
+    are on disk, so this waits until each file has its run and its exit record."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+        runs = [read_run(f) for f in files]
+        if len(runs) == expect and all(r["id"] and r["exited"] for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
