@@ -133,6 +133,12 @@ def cmd_eval(argv: list[str]) -> int:
     return run_eval(argv)
 
 
+def cmd_serve(argv: list[str]) -> int:
+    from rltrain.serve.cli import cmd_serve as serve
+
+    return serve(argv)
+
+
 @dataclass(frozen=True)
 class Command:
     help: str  # one line: `python -m rltrain --help` lists them, each takes --help itself
@@ -162,6 +168,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "submit": Command("validate a config and queue it as a run for a worker (--runs DIR)", _runs("submit")),
     "worker": Command("run queued runs, oldest first (--runs DIR)", _runs("worker")),
+    "serve": Command(
+        "watch runs: prime's API for `prime train list/get/stop/...` and a dashboard at / (--runs DIR)",
+        cmd_serve,
+    ),
     "eval": Command("evaluate a model or an adapter on environments, without training", cmd_eval),
     "envs": Command(
         "list the built-in and installed environments; envs venv NAME -- PACKAGE... makes a venv for one",

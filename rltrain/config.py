@@ -34,6 +34,7 @@ from rltrain.config_sections import (  # noqa: F401  (re-exported: the config's 
     ScoringConfig,
     UsageConfig,
     ValConfig,
+    WandbConfig,
     _Model,
 )
 from rltrain.guards.config import GuardConfig
@@ -42,7 +43,6 @@ from rltrain.guards.config import GuardConfig
 HOSTED_ONLY_KEYS = (
     "oversampling_factor",
     "trajectory_strategy",
-    "wandb",
     "name",
     "buffer",
 )
@@ -108,8 +108,8 @@ class Config(_Model):
     (prime's meaning): sampling runs that far ahead of training. 0 = serial."""
     trajectory_strategy: str | None = None
     """Hosted only: accepted with a notice and ignored."""
-    wandb: dict[str, Any] | None = None
-    """Hosted only: accepted with a notice and ignored."""
+    wandb: WandbConfig | None = None
+    """Log the run to Weights & Biases (metrics, config, status, rollouts)."""
     buffer: dict[str, Any] | None = None
     """Older hosted difficulty buffer: accepted with a notice, ignored ([[pre_batch_filters]] replaces it)."""
     name: str | None = None

@@ -295,3 +295,22 @@ class FsdpConfig(_Model):
 class UsageConfig(_Model):
     price_per_device_hour: float = Field(0.0, ge=0.0)
     """cost_usd = device-hours x this."""
+
+
+class WandbConfig(_Model):
+    """Weights & Biases logging (the `wandb` package: `pip install 'rltrain[wandb]'`), from the main rank."""
+
+    project: str = Field("rltrain", min_length=1)
+    """W&B project (prime's key)."""
+    name: str | None = Field(None, examples=["digits-lr1e-2"])
+    """W&B run name (prime's key; unset = the run id)."""
+    entity: str | None = Field(None, examples=["my-team"])
+    """W&B entity: user or team (prime's key; unset = your default)."""
+    tags: list[str] = Field(default_factory=list, examples=[["grpo", "tiny"]])
+    """W&B run tags."""
+    offline: bool = False
+    """Write the W&B run to runs/ID/wandb only (`wandb sync` uploads it later); WANDB_MODE also works."""
+    rollout_interval: int = Field(10, ge=0)
+    """Log a table of sample rollouts every N steps (0 = never)."""
+    rollout_rows: int = Field(16, gt=0)
+    """Rollouts per logged table at most."""

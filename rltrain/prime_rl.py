@@ -15,7 +15,6 @@ from typing import Any
 # Keys with no meaning for a local run: (dotted path prefix, why).
 IGNORED = {
     "inference": "vLLM server settings: rltrain runs its own engine ([rollout] sets it)",
-    "wandb": "Weights & Biases logging: rltrain writes metrics.jsonl and TensorBoard",
     "monitors": "remote monitors",
     "log": "prime-rl's log settings",
     "weight_broadcast": "weights reach rltrain's engine in process",
@@ -162,6 +161,18 @@ def _trainer(m: _Mapper) -> None:
         m.used.add(f"trainer.loss.{key}")
 
 
+def _wandb(m: _Mapper) -> None:
+    """`[wandb]`: project, name, entity, tags, offline map to rltrain's [wandb]; other keys are noted."""
+    section = m.data.get("wandb")
+    if not isinstance(section, dict):
+        return
+    keys = ("project", "name", "entity", "tags", "offline")
+    m.put("wandb", {k: m.get(f"wandb.{k}") for k in keys if k in section})
+    for key in sorted(set(section) - set(keys)):
+        m.notices.append(f"wandb.{key}: prime-rl's W&B knob; rltrain's are under [wandb]; ignored")
+        m.used.add(f"wandb.{key}")
+
+
 def translate(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """rltrain's raw config for a prime-rl rl.toml, and the notices (one per ignored key)."""
     m = _Mapper(data)
@@ -193,6 +204,7 @@ def translate(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if isinstance(val, dict):
         m.put("val", {k: val[k] for k in ("interval", "num_examples", "rollouts_per_example") if k in val})
     _trainer(m)
+    _wandb(m)
     ckpt = m.get("ckpt")
     if isinstance(ckpt, dict):
         m.put("checkpoints.interval", ckpt.get("interval") or 0)

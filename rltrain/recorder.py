@@ -42,6 +42,7 @@ class Recorder:
     checkpoints: list[str] = field(default_factory=list)
     last_metrics: dict[str, Any] = field(default_factory=dict)
     writer: Any = None  # TensorBoard's SummaryWriter, when on
+    loggers: list[Any] = field(default_factory=list)  # rltrain.wandb_log.StepLogger, main rank only
     _clock: float = field(default_factory=time.monotonic)
     _plotted_step: int | None = None  # the last step curves.png shows
 
@@ -79,7 +80,8 @@ class Recorder:
         append_jsonl(self.metrics_path, self.last_metrics)
         if rollout_records:
             (self.run_dir / "rollouts").mkdir(exist_ok=True)
-            text = "".join(json.dumps(r) + "\n" for r in rollout_records)
+            # default=str: a record now holds its prompt, whose values the dataset chose
+            text = "".join(json.dumps(r, default=str) + "\n" for r in rollout_records)
             (self.run_dir / "rollouts" / f"step_{step}.jsonl").write_text(text)
         if self.writer is not None:
             for k, v in metrics.items():
@@ -87,6 +89,8 @@ class Recorder:
                     self.writer.add_scalar(k, v, step)
             self.writer.flush()
         self.save()
+        for logger in self.loggers:
+            logger.log_step(step, self.last_metrics, rollout_records, self.record.data)
 
     def save(self, durable: bool = False) -> None:
         if self.dist.is_main:
@@ -96,6 +100,8 @@ class Recorder:
     def set_status(self, status: str, error: str | None = None) -> None:
         if self.dist.is_main:
             self.record.set_status(status, error=error)
+            for logger in self.loggers:
+                logger.status(self.record.data)
         else:
             self.record.data["status"] = status
 

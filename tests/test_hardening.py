@@ -181,13 +181,13 @@ def test_record_never_holds_secrets(run_config, tmp_path: Path, monkeypatch: pyt
         max_steps=2,
         env_files=[str(tmp_path / "keys.env")],
         env=[{"id": str(env_py), "args": {"api_key": CONFIG_SECRET}}],
-        wandb={"api_key": CONFIG_SECRET, "project": "p"},
+        buffer={"api_key": CONFIG_SECRET, "online_difficulty_filtering": True},
     )
     session = train(parse_config(cfg))
     record = valid_record(session.run_dir)
     assert record["status"] == "succeeded"
     assert record["config"]["env"][0]["args"]["api_key"] == "<redacted>"
-    assert record["config"]["wandb"] == {"api_key": "<redacted>", "project": "p"}
+    assert record["config"]["buffer"] == {"api_key": "<redacted>", "online_difficulty_filtering": True}
     for path in session.run_dir.rglob("*"):
         if path.is_file():
             text = path.read_bytes()

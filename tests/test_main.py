@@ -46,9 +46,9 @@ def test_every_command_takes_help_and_does_nothing_else(
 
 
 def test_an_unknown_command_names_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--config", "x.toml"]) == 2
+    assert main(["server", "--config", "x.toml"]) == 2
     err = capsys.readouterr().err
-    assert "unknown command 'serve'" in err and all(name in err for name in COMMANDS)
+    assert "unknown command 'server'" in err and all(name in err for name in COMMANDS)
 
 
 def test_runs_reads_the_directory_it_is_given_and_plots_runs_side_by_side(run_config, tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ def test_a_wheel_installed_in_a_fresh_venv_finds_its_built_in_environments(tmp_p
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "rltrain/environments/digits.py" in names and "rltrain/environments/README.md" in names
     assert "rltrain/schema/training-run.schema.json" in names and "rltrain/py.typed" in names
+    assert "rltrain/serve/static/uPlot.iife.min.js" in names and "rltrain/serve/static/app.js" in names
     assert "is absent from the `packages` configuration" not in build.stderr
     assert "Requires-Python: >=3.11" in metadata
 

@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rltrain.rundir",
             "rltrain.guards",  # [[guards]] is a config section; its state machine reads metrics rows
             "rltrain.evalstats",
+            "rltrain.wandb_log",  # [wandb]: a logger the recorder feeds
         ),
     ),  # fmt: skip
     ("environments and loss math", ("rltrain.envs", "rltrain.algo")),
@@ -58,6 +59,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rltrain.eval_cli",
             "rltrain.queue",
             "rltrain.runs_cli",
+            "rltrain.serve",
             "rltrain.__main__",
         ),
     ),

@@ -16,6 +16,7 @@ def episode_record(ep: Episode, reward: float, advantage: float, parts: dict[str
         "group": ep.group,
         "env": ep.env_name,
         "row": ep.row.key,
+        "prompt": ep.row.prompt,  # for readers of rollouts/step_N.jsonl (dashboard, W&B tables)
         "completion": ep.text,
         "reward": reward,
         "advantage": advantage,

@@ -105,8 +105,8 @@ def test_rewards_advantages_and_records(make: Callable) -> None:
     assert [s.group_id for s in ro.samples] == [0] * 4 + [1] * 4
     assert ro.samples[1].completion_ids == [ord("1"), ord("a")] and ro.samples[1].loss_mask == [1, 1]
     assert ro.records[1] == {
-        "group": 0, "env": "d", "row": rows[0].key, "completion": "1a", "reward": 0.5,
-        "advantage": ro.samples[1].advantage,
+        "group": 0, "env": "d", "row": rows[0].key, "prompt": rows[0].prompt, "completion": "1a",
+        "reward": 0.5, "advantage": ro.samples[1].advantage,
         "parts": {"digits": 0.5}, "finish": "stop", "prompt_tokens": 2, "completion_tokens": 2,
     }  # fmt: skip
     assert "turns" not in ro.records[1]  # a single-turn record keeps its shape
