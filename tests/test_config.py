@@ -114,7 +114,6 @@ def test_dotted_overrides(tmp_path: Path) -> None:
         "dapo",
         "abc",
     )
-    assert cfg.algorithm.eps_high == 0.28
     with pytest.raises(ConfigError, match="sampling.max_tokenz: unknown key"):
         load_config(_write(tmp_path, HOSTED), ["--sampling.max_tokenz", "3"])
 
