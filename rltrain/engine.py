@@ -100,12 +100,12 @@ def make_source(cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist,
     """Serial, or a producer thread `max_async_level` steps ahead where the backend allows it."""
     parts = Parts(cfg, engine.collector, sampler, engine.prompting, dist)
     backend = engine.backend
-    if cfg.max_async_level == 0:
+    if cfg.async_level == 0:
         return SerialSource(parts, engine.sync.push)
     if not backend.samples_beside_training:
         if dist.is_main:
             log.info(
-                "notice: max_async_level %d: this backend samples in step with training", cfg.max_async_level
+                "notice: max_async_level %d: this backend samples in step with training", cfg.async_level
             )
         return SerialSource(parts, engine.sync.push)
 

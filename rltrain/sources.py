@@ -132,7 +132,7 @@ class AsyncSource:
 
     def __init__(self, parts: Parts, start: int, load: Callable[[Adapter], dict[str, float]]) -> None:
         self.parts, self.load = parts, load
-        self.ahead = parts.cfg.max_async_level
+        self.ahead = parts.cfg.async_level
         self.position = parts.sampler.state_dict()
         self._out: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=self.ahead)
         self._cond = threading.Condition()
