@@ -168,13 +168,9 @@ class Config(_Model):
 
 
 def settle_auto(cfg: Config, device_type: str, announce: bool = True) -> Config:
-    """The config with its "auto" values chosen for the trainer's device; each choice logged once.
-
-    max_async_level: serial where the trainer is on CPU. There the engine and the trainer share the
-    cores, and sampling ahead measured no faster in wall time (docs/benchmarks.md, bench_learning:
-    digits, SmolLM2 shout, guess-number). On a GPU, colocated or split, sampling one step ahead
-    hides the engine's time behind the trainer's, and the decoupled loss learns as fast per step.
-    """
+    """The config with its "auto" values chosen for the trainer's device, each choice logged once.
+    max_async_level: serial on CPU, where the engine shares the trainer's cores and a stale batch's
+    extra steps of learning bought no wall time; one step ahead on a GPU (docs/benchmarks.md)."""
     if cfg.max_async_level != "auto":
         return cfg
     level, why = (0, "the trainer is on CPU, where the engine shares its cores")
