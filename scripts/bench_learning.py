@@ -203,7 +203,7 @@ def table(results: dict[str, Any]) -> str:
             name = level if level != "default" else f"default (→ {resolved})"
             first = [reached(r, 1)[0] for r in rs]
             held = [reached(r, 3) for r in rs]
-            per_step = statistics.median(s for r in rs for s in r["step_s"][2:])
+            per_step = statistics.median([s for r in rs for s in r["step_s"][2:]] or [float("nan")])
             loads = [float(x) for r in rs for x in (r["load_before"], r["load_after"])]
             cells = [
                 f"{label} (≥ {rs[0]['threshold']})",
@@ -219,6 +219,26 @@ def table(results: dict[str, Any]) -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def dump(results: dict[str, Any]) -> str:
+    """The results as JSON with one line per run, floats to 4 decimals: small, and readable in a diff."""
+
+    def short(x: Any) -> Any:
+        if isinstance(x, float):
+            return round(x, 4)
+        if isinstance(x, list):
+            return [short(v) for v in x]
+        return {k: short(v) for k, v in x.items()} if isinstance(x, dict) else x
+
+    lines = ["{"] + [f'"{k}": {json.dumps(v)},' for k, v in results.items() if k != "tasks"] + ['"tasks": {']
+    for i, (label, runs) in enumerate(results["tasks"].items()):
+        body = ",\n  ".join(json.dumps(short(r), ensure_ascii=False) for r in runs)
+        lines.append(
+            f" {json.dumps(label, ensure_ascii=False)}: [\n  {body}\n ]"
+            + ("," if i < len(results["tasks"]) - 1 else "")
+        )
+    return "\n".join(lines + ["}}"]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in run_task(task, args.levels, args.seeds, opts):  # saved as each run ends
             results["tasks"][label].append(run)
             results.setdefault("measured", {})[label] = {"date": time.strftime("%Y-%m-%d %H:%M %Z")}
-            args.out.write_text(json.dumps(results, indent=1) + "\n")
+            args.out.write_text(dump(results))
     print(table(results))
     return 0
 
