@@ -103,9 +103,11 @@ class Config(_Model):
     """Cost accounting."""
     oversampling_factor: float | None = None
     """Hosted only: accepted with a notice and ignored."""
-    max_async_level: int = Field(1, ge=0)
+    max_async_level: int | Literal["auto"] = "auto"
     """Rollouts used at step n were sampled with an adapter no older than step n - max_async_level
-    (prime's meaning): sampling runs that far ahead of training. 0 = serial."""
+    (prime's meaning): sampling runs that far ahead of training. 0 = serial. auto: 0 when the trainer
+    is on CPU (the engine shares its cores: sampling ahead did not pay there), else 1; the run logs
+    its choice and writes it to config.json."""
     trajectory_strategy: str | None = None
     """Hosted only: accepted with a notice and ignored."""
     wandb: WandbConfig | None = None
@@ -120,6 +122,13 @@ class Config(_Model):
     def _rl_only(cls, v: str) -> str:
         if v != "rl":
             raise ValueError("only 'rl' is supported by rltrain (sft is not implemented)")
+        return v
+
+    @field_validator("max_async_level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> Any:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ValueError(f'a whole number of steps >= 0, or "auto"; got {v!r}')
         return v
 
     @model_validator(mode="after")
@@ -145,6 +154,13 @@ class Config(_Model):
         return self.batch_size // self.rollouts_per_example
 
     @property
+    def async_level(self) -> int:
+        """max_async_level, settled (`settle_auto`)."""
+        if self.max_async_level == "auto":
+            raise RuntimeError("max_async_level 'auto' is settled at the run's start (config.settle_auto)")
+        return self.max_async_level
+
+    @property
     def effective_lora_alpha(self) -> int:
         return self.lora.alpha or self.lora_alpha or 2 * self.lora.rank
 
@@ -165,6 +181,20 @@ class Config(_Model):
         if self.checkpoints.keep_cloud is not None:
             keys.append("checkpoints.keep_cloud")
         return keys
+
+
+def settle_auto(cfg: Config, device_type: str, announce: bool = True) -> Config:
+    """The config with its "auto" values chosen for the trainer's device, each choice logged once.
+    max_async_level: serial on CPU, where the engine shares the trainer's cores and a stale batch's
+    extra steps of learning bought no wall time; one step ahead on a GPU (docs/benchmarks.md)."""
+    if cfg.max_async_level != "auto":
+        return cfg
+    level, why = (0, "the trainer is on CPU, where the engine shares its cores")
+    if device_type != "cpu":
+        level, why = (1, f"the trainer is on {device_type}: sampling one step ahead of training")
+    if announce:
+        logging.getLogger("rltrain").info("notice: max_async_level auto -> %d (%s)", level, why)
+    return cfg.model_copy(update={"max_async_level": level})
 
 
 def _model_in(tp: Any) -> type[BaseModel] | None:

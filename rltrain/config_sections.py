@@ -162,13 +162,14 @@ class LoraConfig(_Model):
 
 
 class MismatchConfig(_Model):
-    """How far the trainer may trust a sample whose sampler differs from it (stale adapter, engine)."""
+    """How far the trainer trusts a sample whose sampler μ differs from the update's starting policy
+    π_prox (a stale adapter, another engine): the constant weight w on its gradient."""
 
     mode: Literal["token", "sequence", "none"] = "token"
-    """token: a token weighs at most `cap` when its advantage is negative (dual clip); sequence: drop
-    sequences whose mean ratio leaves [1/cap, cap]; none: the clipped ratio alone."""
+    """token: w = min(π_prox/μ, cap) per token; sequence: w = the sequence's geometric-mean ratio,
+    0 (dropped) where it leaves [1/cap, cap]; none: w = 1."""
     cap: float = Field(2.0, gt=0.0)
-    """The bound on the ratio to the sampling policy (see mode)."""
+    """The bound on the importance weight π_prox/μ (see mode)."""
 
 
 class AlgorithmConfig(_Model):
@@ -178,13 +179,14 @@ class AlgorithmConfig(_Model):
     scale_rewards: bool = True
     """Divide advantages by the group's reward std (dr_grpo: false)."""
     clip_eps_low: float | None = Field(None, ge=0.0, examples=[0.2])
-    """Lower clip of the ratio to the sampling policy: 1 - eps_low (unset = 0.2; gspo 3e-4; cispo 1.0)."""
+    """Trust region: lower clip of the ratio to the update's starting policy, 1 - eps_low (unset = 0.2;
+    gspo 3e-4; cispo 1.0)."""
     clip_eps_high: float | None = Field(None, ge=0.0, examples=[0.28])
     """Upper clip: 1 + eps_high (unset = clip_eps_low; dapo 0.28; gspo 4e-4; cispo 4.0)."""
     kl_coef: float = Field(0.0, ge=0.0)
     """Weight of the k3 KL to the base model (adapter disabled); 0 = off."""
     mismatch: MismatchConfig = Field(default_factory=MismatchConfig)
-    """Trainer/inference importance correction."""
+    """Importance weight for stale and engine-mismatched samples."""
     max_grad_norm: float = Field(1.0, gt=0.0)
     """Clip the LoRA gradient to this norm."""
     weight_decay: float = Field(0.0, ge=0.0)
@@ -202,19 +204,6 @@ class AlgorithmConfig(_Model):
     without padding (same gradients); 0 = one padded row per sample. Full-attention families only."""
     max_nonfinite_skips: int = Field(3, gt=0)
     """Consecutive skipped (non-finite) updates before the run fails."""
-
-    @property
-    def eps_low(self) -> float:
-        if self.clip_eps_low is not None:
-            return self.clip_eps_low
-        return {"gspo": 3e-4, "cispo": 1.0}.get(self.variant, 0.2)  # GSPO's paper; ART's CISPO
-
-    @property
-    def eps_high(self) -> float:
-        if self.clip_eps_high is not None:
-            return self.clip_eps_high
-        defaults = {"dapo": 0.28, "gspo": 4e-4, "cispo": 4.0}
-        return defaults.get(self.variant, self.eps_low)
 
 
 class RolloutConfig(_Model):

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from rltrain import checkpoint as ckpt
-from rltrain.config import Config
+from rltrain.config import Config, settle_auto
 from rltrain.distributed import Dist, RankAborted
 from rltrain.orchestrator.evals import due
 from rltrain.orchestrator.prompts import PromptSampler
@@ -48,6 +48,7 @@ def train(
     """Run (or resume) a training run; returns its recorder (run dir, final record)."""
     dist = Dist()
     device = dist.init(cfg.run.device)
+    cfg = settle_auto(cfg, device.type, announce=dist.is_main)  # before config.json records it
     if dist.is_main:
         for key in cfg.hosted_only_keys_set():
             log.info("notice: `%s` has no meaning for a local run and is ignored", key)

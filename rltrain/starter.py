@@ -155,7 +155,7 @@ name = "builtin:smollm2"             # a local model dir, hub id, registry name 
 [orchestrator]
 batch_size = 32                      # rollouts per step
 rollouts_per_example = 8             # GRPO group size
-max_async_level = 1                  # sample ahead of the trainer by at most this many steps
+max_async_level = "auto"             # steps sampling may run ahead; auto: 0 on CPU, 1 on a GPU
 
 [orchestrator.sampling]
 max_tokens = 32

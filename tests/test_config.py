@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rltrain.config import ConfigError, load_config, parse_config
+from rltrain.config import ConfigError, load_config, parse_config, settle_auto
 
 HOSTED = """
 model = "Qwen/Qwen3.5-0.8B"
@@ -114,7 +114,6 @@ def test_dotted_overrides(tmp_path: Path) -> None:
         "dapo",
         "abc",
     )
-    assert cfg.algorithm.eps_high == 0.28
     with pytest.raises(ConfigError, match="sampling.max_tokenz: unknown key"):
         load_config(_write(tmp_path, HOSTED), ["--sampling.max_tokenz", "3"])
 
@@ -173,3 +172,21 @@ def test_init_writes_a_valid_starter(tmp_path: Path) -> None:
     assert proc.returncode == 0
     cfg = load_config(out)
     assert cfg.model == "builtin:tiny" and cfg.env[0].id == "digits"
+
+
+def test_max_async_level_auto_is_settled_by_the_trainers_device(tmp_path: Path, caplog) -> None:
+    cfg = load_config(_write(tmp_path, HOSTED))
+    assert cfg.max_async_level == "auto"
+    with pytest.raises(RuntimeError, match="settled at the run's start"):
+        _ = cfg.async_level
+    with caplog.at_level("INFO", logger="rltrain"):
+        assert settle_auto(cfg, "cpu").async_level == 0  # the engine shares the trainer's cores
+        assert settle_auto(cfg, "cuda").async_level == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "notice: max_async_level auto -> 0 (the trainer is on CPU, where the engine shares its cores)",
+        "notice: max_async_level auto -> 1 (the trainer is on cuda: sampling one step ahead of training)",
+    ]
+    explicit = load_config(_write(tmp_path, HOSTED), ["--max_async_level", "2"])
+    assert settle_auto(explicit, "cpu").async_level == 2
+    with pytest.raises(ConfigError, match="max_async_level"):
+        load_config(_write(tmp_path, HOSTED), ["--max_async_level", "-1"])

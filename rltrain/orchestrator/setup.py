@@ -123,16 +123,16 @@ def latest_for_resume(run_dir: Path, resume: Path | None, dist: Dist) -> Path | 
 def make_source(cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist, start: int) -> RolloutSource:
     """Serial, or a producer thread `max_async_level` steps ahead where the backend allows it."""
     draw = Draw(engine.collector, sampler, engine.prompting, dist, cfg.prompts_per_step)
-    if cfg.max_async_level == 0:
+    if cfg.async_level == 0:
         return SerialSource(draw, engine.sync)
     if not engine.backend.samples_beside_training:
         if dist.is_main:
             log.info(
-                "notice: max_async_level %d: this backend samples in step with training", cfg.max_async_level
+                "notice: max_async_level %d: this backend samples in step with training", cfg.async_level
             )
         return SerialSource(draw, engine.sync)
     _share_cores(engine)
-    return AsyncSource(draw, engine.sync, start, ahead=cfg.max_async_level, last=cfg.max_steps)
+    return AsyncSource(draw, engine.sync, start, ahead=cfg.async_level, last=cfg.max_steps)
 
 
 def _share_cores(engine: Engine) -> None:

@@ -37,8 +37,8 @@ class TrainSettings:
         a = cfg.algorithm
         loss = LossConfig(
             variant=a.variant,
-            eps_low=a.eps_low,
-            eps_high=a.eps_high,
+            eps_low=a.clip_eps_low,
+            eps_high=a.clip_eps_high,
             kl_coef=a.kl_coef,
             mismatch_mode=a.mismatch.mode,
             mismatch_cap=a.mismatch.cap,
@@ -132,7 +132,7 @@ def _micro_step(
             ref = token_logprobs(completion_logits(policy.model, mb), mb.completion_ids, temp)
     inputs = LossInputs(
         logprobs=logprobs,
-        inference_logprobs=mb.inference_logprobs,  # the sampling policy: the ratio's "old" side
+        inference_logprobs=mb.inference_logprobs,  # μ, the sampler; π_prox is these weights, detached
         advantages=mb.advantages,
         mask=mb.mask,
         ref_logprobs=ref,
@@ -157,6 +157,8 @@ SUM_KEYS = (
     "clipped_tokens",
     "kl_sum",
     "mismatch_kl_sum",
+    "fresh_tokens",
+    "stale_kl_sum",
     "is_ratio_sum",
     "is_masked_tokens",
     "entropy_sum",
@@ -250,13 +252,16 @@ def train_step(
             policy.optimizer.step()
     policy.scheduler.step()
     policy.version += 1
+    return _metrics(totals, grad_norm, lr, skipped)
+
+
+def _metrics(totals: dict[str, float], grad_norm: float, lr: float, skipped: bool) -> dict[str, float]:
     tokens = max(totals["tokens"], 1.0)
-    return _by_age(totals) | {
+    out = {
         "loss": totals["loss"],
         "entropy": totals["entropy_sum"] / tokens,
         "clip_frac": totals["clipped_tokens"] / tokens,
         "kl": totals["kl_sum"] / tokens,
-        "mismatch_kl": totals["mismatch_kl_sum"] / tokens,
         "is_ratio_mean": totals["is_ratio_sum"] / tokens,
         "is_ratio_max": totals["is_ratio_max"],
         "is_masked_frac": totals["is_masked_tokens"] / tokens,
@@ -268,6 +273,19 @@ def train_step(
         "staleness_mean": totals["age_sum"] / max(totals["sequences"], 1.0),
         "staleness_max": totals["age_max"],
     }
+    return _by_age(totals) | _drift(totals) | out
+
+
+def _drift(totals: dict[str, float]) -> dict[str, float]:
+    """KL(μ || π_prox) per token: `mismatch_kl` on the current adapter's own samples (the engine/trainer
+    gap), `stale_kl` on older ones (the policy's drift since); each only when such samples exist."""
+    out = {}
+    fresh, stale = totals["fresh_tokens"], totals["tokens"] - totals["fresh_tokens"]
+    if fresh > 0:
+        out["mismatch_kl"] = totals["mismatch_kl_sum"] / fresh
+    if stale > 0:
+        out["stale_kl"] = totals["stale_kl_sum"] / stale
+    return out
 
 
 def _by_age(totals: dict[str, float]) -> dict[str, float]:
