@@ -36,7 +36,8 @@ THINK_DROPPING = (
 
 class Scripted:
     """A stand-in model: `reply(context text) -> reply text`; one token per character when `chars`.
-    Each turn ends with `stop` (a token the turn stops on) and `finish` ("stop" or "length": no stop)."""
+    Each turn ends with `stop` (the token it stops on; None: the reply ends with its own) and `finish`
+    ("stop", or "length": no stop token)."""
 
     name, timings, collective, reads_live_weights, version = "scripted", {}, False, False, 0
 
@@ -45,7 +46,7 @@ class Scripted:
         tok: Any,
         reply: Callable[[str], str],
         chars: bool = False,
-        stop: str = "<|im_end|>",
+        stop: str | None = "<|im_end|>",
         finish: str = "stop",
     ) -> None:
         self.tok, self.reply, self.chars, self.stop, self.finish = tok, reply, chars, stop, finish
@@ -62,7 +63,7 @@ class Scripted:
         for r in requests:
             text = self.reply(self.tok.decode(r.prompt_ids))
             ids = self._ids(text)
-            if self.finish == "stop":
+            if self.finish == "stop" and self.stop is not None:
                 ids.append(self.tok.convert_tokens_to_ids(self.stop))
             out.append(Group(r.prompt_ids, [Completion(ids, [-0.5] * len(ids), text, self.finish)] * r.n))
         return out
