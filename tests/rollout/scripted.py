@@ -33,6 +33,17 @@ THINK_DROPPING = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+ADD_TOOL = '''
+def add(a: int, b: int) -> int:
+    """Adds.
+
+    Args:
+        a: a number
+        b: another
+    """
+    return a + b
+'''  # a tool, as environment source
+
 
 class Scripted:
     """A stand-in model: `reply(context text) -> reply text`; one token per character when `chars`.

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from rltrain.types import SamplingParams
-from tests.rollout.scripted import Scripted, make_collector, with_template, write
+from tests.rollout.scripted import ADD_TOOL, Scripted, make_collector, with_template, write
 
 HARMONY = (
     "{%- if tools -%}<|start|>developer<|message|># Tools\n\n## functions\n\nnamespace functions {\n"
@@ -44,15 +44,7 @@ SPECIALS = ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", 
 ENV = """
 import rltrain
 
-def add(a: int, b: int) -> int:
-    \"\"\"Adds.
-
-    Args:
-        a: a number
-        b: another
-    \"\"\"
-    return a + b
-
+{add}
 def respond(messages, state):
     return [{"role": "user", "content": "And again?"}]
 
@@ -68,7 +60,7 @@ def load_environment():
     if kind == "tools":
         return rltrain.Environment(rows, [plain], tools=[add], max_turns=2)
     return rltrain.Environment(rows, [plain], env_response=respond, max_turns=2)
-"""
+""".replace("{add}", ADD_TOOL)
 ANSWER = (
     "<|channel|>analysis<|message|>Two and two.<|end|>"
     "<|start|>assistant<|channel|>final<|message|>4<|return|>"

@@ -11,7 +11,7 @@ from typing import Any
 
 from rltrain.orchestrator.metrics import rollout_metrics
 from rltrain.types import Group, Request, SamplingParams
-from tests.rollout.scripted import THINK_DROPPING, Scripted, write
+from tests.rollout.scripted import ADD_TOOL, THINK_DROPPING, Scripted, write
 
 TOOLS = """
 import os, subprocess, time
@@ -21,21 +21,13 @@ def flood() -> str:
     \"\"\"Floods.\"\"\"
     return "word " * 200000
 
-def add(a: int, b: int) -> int:
-    \"\"\"Adds.
-
-    Args:
-        a: a number
-        b: another
-    \"\"\"
-    return a + b
-
+{add}
 def turns(completion, state) -> float:
     return float(state["turn"])
 
 def load_environment():
     return rltrain.Environment([{"question": "go"}], [turns], tools=[flood, add], max_turns=3)
-"""
+""".replace("{add}", ADD_TOOL)
 SAYS = """
 import time
 import rltrain
