@@ -17,6 +17,7 @@ interception server, the environment's own hooks, the engine) is kept in the rec
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -100,6 +101,7 @@ class V1Runner:
         self._stack = contextlib.AsyncExitStack()
         self._serving: set[int] = set()
         self._logged: set[str] = set()
+        self._in_flight: set[concurrent.futures.Future[Any]] = set()
         prepare_offline_harness()
         self.batcher = Batcher(backend)
         self.endpoint = Endpoint(self.batcher, MODEL_NAME, max_context, len(ctx.encoder.tokenizer))
@@ -108,7 +110,17 @@ class V1Runner:
         hand_key(TOKEN_VAR, self.endpoint.token)  # to verifiers' train client, in this process only
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        self._in_flight.add(future)
+        try:
+            return future.result()
+        finally:
+            self._in_flight.discard(future)
+
+    def abort(self) -> None:
+        """Cancel the episodes in flight (the run is failing): whoever waits for them gets an error now."""
+        for future in list(self._in_flight):
+            future.cancel()
 
     async def _start(self) -> None:
         self.batcher.start()
