@@ -52,7 +52,7 @@ class EnvConfig(_Model):
     renderer: str | dict[str, Any] | None = Field(None, examples=["qwen3"])
     """verifiers: how its client renders chat to tokens (unset = its auto choice; `qwen3` for tools)."""
     allow_bash: bool = False
-    """verifiers: allow the bash harness, which runs the model's shell commands on this machine."""
+    """verifiers: let harnesses other than null (bash, mini-swe-agent...) run model commands here."""
     path: str | None = Field(None, examples=["environments/my_tasksets"])
     """A directory put on the import path of the run and its subprocesses (relative: to the cwd)."""
 
@@ -248,7 +248,9 @@ class ScoringConfig(_Model):
     turn_timeout_s: float = Field(60.0, gt=0.0)
     """Seconds one env_response or tool call may take (a tool's timeout becomes an error message)."""
     episode_timeout_s: float = Field(600.0, gt=0.0)
-    """Seconds a multi-turn episode may take after its first turn before it scores error_reward."""
+    """Seconds a multi-turn episode may take after its first turn (past it: recorded, not trained on)."""
+    max_env_chars: int = Field(8192, ge=64)
+    """Characters kept of one tool result or environment message; the rest is cut, with a marker."""
 
 
 class RunConfig(_Model):

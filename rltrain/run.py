@@ -40,6 +40,7 @@ class RunContext:
     stop: StopFlag
     resume_from: Path | None  # the checkpoint to continue from
     on_step: StepCallback | None = None
+    engine: Engine | None = None  # once built: closed on every exit path
 
 
 def train(
@@ -72,8 +73,12 @@ def train(
         _fail(rec, err)
         raise
     finally:
-        rec.write_curves()  # however the run ended
-        dist.close(synced=ended)
+        try:
+            if run.engine is not None:  # the workers, the endpoint, the engine: however the run ended
+                run.engine.close()
+        finally:
+            rec.write_curves()  # however the run ended
+            dist.close(synced=ended)
     if dist.is_main:
         print(f"rltrain: run {rec.status} — {run_dir}", flush=True)
     return rec
@@ -164,6 +169,7 @@ def _loop(run: RunContext, device: torch.device) -> None:
     spec = resolve(cfg)
     sampler = PromptSampler(spec.slots, cfg.run.seed)
     engine, start = _setup(run, spec, sampler, device)
+    run.engine = engine
     if cfg.run.tensorboard:
         rec.open_tensorboard()
     rec.set_status("running")
@@ -174,6 +180,9 @@ def _loop(run: RunContext, device: torch.device) -> None:
         if start == 0 and (base := _evals(cfg, source, 0, engine.prompting.sampling(0), here)):
             rec.log_step(0, base, [])  # the base model, before any update
         step = _steps(run, engine, source, start, first_sync)
+    except BaseException:
+        engine.abort()  # a producer mid-episode ends now, not after its environment's timeouts
+        raise
     finally:
         source.close()  # the producer stops before the engine it owns
     if step > start or not rec.checkpoints:

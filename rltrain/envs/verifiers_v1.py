@@ -5,8 +5,15 @@ The entry is the shape the Prime template writes (`name`, `taskset = {id, ...}`,
 verifiers 0.4's own (`agent = {harness, runtime, ...}`). What 0.4 renamed or moved is translated with a
 one-line notice: an env-level `harness` moves under `agent`, the `default` harness is now `bash`. Two
 defaults are changed for a local run: the runtime is `{type = "subprocess"}` (verifiers defaults to a
-remote sandbox), and the harness is `null` (chat and MCP tools; verifiers defaults to `bash`). The
-`bash` harness gives the model a shell on this machine, so it runs only with `allow_bash = true`.
+remote sandbox), and the harness is `null` (chat and MCP tools; verifiers defaults to `bash`).
+
+Harnesses are an allowlist. Of verifiers 0.4's, only `null` never executes what the model writes (its
+EXECUTES_CODE is False: a chat loop, the environment's own MCP tools). Every other one runs the model's
+commands or code: bash (a shell), mini-swe-agent (`--yolo`), terminus-2 (tmux), codex, claude-code,
+kimi-code, openclaw, pi, prime-agent, hermes-agent, rlm (IPython, bash), browser-use (Python driving a
+browser), and whatever harness a taskset brings. On a local runtime (`subprocess`: this machine) those
+run only with `allow_bash = true`, whichever role they play and however they were chosen (the entry, the
+env config's declared default, the taskset's own); in a container or sandbox runtime they run.
 
 Never imports torch; verifiers is imported only when such an entry is used.
 """
@@ -57,11 +64,14 @@ def translate(
                 f"[[env]] harness: verifiers 0.4 keeps the harness under the agent; read as {where}"
             )
     for role in roles:
-        notices += _agent_defaults(raw.setdefault(role, {}), role, allow_bash, role in pinned)
+        notices += _agent_defaults(raw.setdefault(role, {}), role, role in pinned)
+        harness = raw[role].get("harness") or {}
+        if harness.get("id") not in (None, *SAFE_HARNESSES) and _local(raw[role]) and not allow_bash:
+            raise ValueError(_refusal(harness["id"], role))  # before loading anything: the entry says so
     return raw, notices
 
 
-def _agent_defaults(agent: dict[str, Any], role: str, allow_bash: bool, pinned: bool) -> list[str]:
+def _agent_defaults(agent: dict[str, Any], role: str, pinned: bool) -> list[str]:
     """A role's harness (null unless given or declared) and runtime (subprocess unless given)."""
     notices = []
     if "harness" in agent or not pinned:
@@ -77,18 +87,72 @@ def _agent_defaults(agent: dict[str, Any], role: str, allow_bash: bool, pinned: 
             notices.append("[[env]] harness id 'default' was renamed 'bash' in verifiers 0.4; read as 'bash'")
         if "id" not in harness:
             harness["id"] = "null"  # unpinned, verifiers would pick bash: a shell on this machine
-        if harness["id"] == "bash" and not allow_bash:
-            raise ValueError(
-                "[[env]] harness 'bash' runs the model's shell commands on this machine; "
-                "set allow_bash = true on the entry to allow it"
-            )
-        if harness["id"] == "bash":
-            log.warning(
-                "environment: the bash harness gives the model a shell on this machine (allow_bash = true)"
-            )
     if "runtime" not in agent:
         agent["runtime"] = {"type": "subprocess"}  # verifiers' default is a remote sandbox
     return notices
+
+
+SAFE_HARNESSES = ("null",)  # never execute model output: run without allow_bash
+
+
+def _local(agent: Any) -> bool:
+    """Whether a role's runtime is this machine (verifiers' subprocess runtime)."""
+    runtime = agent.get("runtime") if isinstance(agent, dict) else getattr(agent, "runtime", None)
+    kind = runtime.get("type") if isinstance(runtime, dict) else getattr(runtime, "type", None)
+    return kind in (None, "subprocess")
+
+
+def _refusal(harness: str, role: str) -> str:
+    return (
+        f"[[env]] harness {harness!r} ({role}) runs the model's commands on this machine (subprocess "
+        "runtime); set allow_bash = true on the entry to allow it, or run it in a docker or prime runtime"
+    )
+
+
+def check_harnesses(vf_env: Any, allow_bash: bool) -> None:
+    """Refuse a loaded environment whose roles run, on this machine, a harness that executes model
+    output, unless `allow_bash`: what each role really got (its pin, the env config's declared default,
+    or the taskset's own harness). verifiers 0.4.0 keeps them in the env's private `_harnesses` and
+    `_agent_specs` (pinned; tests/envs/test_verifiers_v1.py)."""
+    from verifiers.v1.harnesses import NullHarness
+
+    for role, harness in vf_env._harnesses.items():
+        if type(harness) is NullHarness or not _local(vf_env._agent_specs[role]):
+            continue
+        if not allow_bash:
+            raise ValueError(_refusal(str(harness.config.id), role))
+        log.warning(
+            "environment: harness %r (%s) runs the model's commands on this machine (allow_bash = true)",
+            harness.config.id,
+            role,
+        )
+
+
+_KEYS: dict[str, str] = {}  # api_key_var -> key, for verifiers' clients in this process
+
+
+def hand_key(var: str, key: str | None) -> None:
+    """Give verifiers' clients the key their config names by `var`, without putting it in os.environ,
+    where every process started later would read it (environment workers, tool servers, code a model
+    wrote). verifiers 0.4.0 reads a client's key in one place, `resolve_api_key`, which clients/base.py
+    builds every client with: that lookup is wrapped to see these keys first. `key` None: forget it.
+    Pinned, covered by tests/envs/test_verifiers_v1.py."""
+    import verifiers.v1.clients.base as base
+
+    if base.resolve_api_key is not _resolve_key:
+        _original.append(base.resolve_api_key)
+        base.resolve_api_key = _resolve_key
+    if key is None:
+        _KEYS.pop(var, None)
+    else:
+        _KEYS[var] = key
+
+
+_original: list[Any] = []  # verifiers' own resolve_api_key, once wrapped
+
+
+def _resolve_key(config: Any) -> str:
+    return _KEYS.get(config.api_key_var) or str(_original[0](config))
 
 
 def prepare_offline_harness() -> None:
@@ -170,7 +234,12 @@ def load_v1(entry: dict[str, Any], renderer: str | dict[str, Any] | None, allow_
         log.info("notice: %s", notice)
     try:
         config = vf.resolve_env_config(raw)
-        env = V1Env(vf.load_environment(config), renderer, _max_turns(config, roles))
+        vf_env = vf.load_environment(config)
+    except Exception as err:
+        raise raised(label, "load_environment", err) from err
+    check_harnesses(vf_env, allow_bash)
+    try:
+        env = V1Env(vf_env, renderer, _max_turns(config, roles))
     except Exception as err:
         raise raised(label, "load_environment", err) from err
     env.capacity = _openenv_capacity(label, raw.get("taskset") or {})

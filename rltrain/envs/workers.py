@@ -9,6 +9,11 @@ texts, messages and state dicts, never functions or environment objects.
 
 A call that times out, kills its interpreter (os._exit, a segfault) or runs out of the worker's memory
 limit raises `CallFailed`; the worker is killed and a fresh one replaces it on the next call.
+
+Nothing a worker starts outlives the run (envs/spawn.py): each worker leads its own process group,
+killed whole; it asks the kernel for SIGKILL when the trainer ends (PR_SET_PDEATHSIG, set before any
+environment code runs, so no Python thread has to win the GIL from code stuck in a regex); and the
+run's reaper kills every group still alive when the trainer is killed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import os
 import pickle
 import resource
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -29,9 +33,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from rltrain.envs.spawn import kill_group, spawn
+
 BOOT = "import sys; from rltrain.envs.workers import serve; serve(int(sys.argv[1]), int(sys.argv[2]))"
 # Another interpreter (an [[env]] with its own venv) runs this file by path: see its docstring
 FOREIGN_WORKER = Path(__file__).with_name("foreign_worker.py")
+PARENT_VAR = "RLTRAIN_WORKER_PARENT"  # the trainer's pid, as the worker checks it after PR_SET_PDEATHSIG
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 Loader = Callable[[str, dict[str, Any]], Any]  # (env id, args) -> an object with the Environment methods
 
 
@@ -66,10 +74,22 @@ def _dispatch(
     return getattr(envs[env_name], method)(*args)
 
 
-def _exit_with_parent() -> None:
-    """A worker must not outlive the trainer, even one stuck in a hung call when the trainer is killed."""
-    parent = os.getppid()
+def _die_with_parent() -> None:
+    """A worker must not outlive the trainer, even one stuck in a hung call when the trainer is killed:
+    the kernel kills it (Linux); elsewhere a thread watches the parent pid."""
+    parent = int(os.environ.get(PARENT_VAR) or os.getppid())
+    if sys.platform.startswith("linux"):
+        import ctypes
 
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # the trainer died before the request took effect
+                os._exit(1)
+            return
+    _exit_with_parent(parent)
+
+
+def _exit_with_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
@@ -82,8 +102,10 @@ def serve(read_fd: int, write_fd: int, load: Loader | None = None) -> None:
     """The worker's loop: (env name, Environment method, args) in, ("ok", value) or
     ("error", kind, first line, traceback) out. `load` builds an environment (default: an rltrain
     environment; the foreign worker passes its own)."""
+    _die_with_parent()  # first: before anything that could hang
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it ends us
-    _exit_with_parent()
+    for fd in (read_fd, write_fd):  # a child of environment code must not hold the trainer's pipes
+        os.set_inheritable(fd, False)
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     specs, limit_bytes = inbox.recv()
     if limit_bytes:
@@ -122,12 +144,13 @@ class Worker:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         else:  # its own venv: none of the trainer's packages ([[env]] path entries are in PYTHONPATH)
             command, env = [python, str(FOREIGN_WORKER)], dict(os.environ)
-        self.proc = subprocess.Popen(
-            [*command, str(to_child), str(from_child)],
-            pass_fds=(to_child, from_child),
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
+        env[PARENT_VAR] = str(os.getpid())
+        try:
+            self.proc = spawn([*command, str(to_child), str(from_child)], (to_child, from_child), env)
+        except BaseException:
+            for fd in (to_child, from_child, to_parent, from_parent):
+                os.close(fd)
+            raise
         os.close(to_child)
         os.close(from_child)
         self.outbox = Connection(from_parent, readable=False)
@@ -154,14 +177,14 @@ class Worker:
                 raise CallFailed("timeout", f"no result within {timeout_s:g}s")
             reply: tuple[Any, ...] = self.inbox.recv()
         except (EOFError, ConnectionResetError, OSError):
+            kill_group(self.proc)  # what it started goes with it
             code = self.proc.wait()
             how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
             raise CallFailed("crash", f"worker {how} during {what}") from None
         return reply
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        kill_group(self.proc)
         self.proc.wait()
         self.inbox.close()
         self.outbox.close()

@@ -15,8 +15,10 @@ from rltrain.envs.scoring import GroupScores
 from rltrain.envs.workers import EnvSpec
 from rltrain.kinds.base import EnvSlot, Item, Kind, PromptLengths, RunnerContext
 from rltrain.rollout.bridge import ChatBridge
-from rltrain.rollout.episodes import Episode, EpisodeDriver, Part, start_episode
+from rltrain.rollout.driver import EpisodeDriver
+from rltrain.rollout.episodes import Episode, Part, start_episode
 from rltrain.rollout.prompting import PromptEncoder
+from rltrain.rollout.toolcalls import tool_format
 from rltrain.types import SamplingParams
 
 
@@ -57,6 +59,7 @@ class NativeRunner:
 
     def __init__(self, ctx: RunnerContext) -> None:
         self.ctx = ctx
+        self.fmt = tool_format(None, getattr(ctx.encoder.tokenizer, "chat_template", None))
         self._bridges: dict[str, ChatBridge] = {}
         self._driver: EpisodeDriver | None = None
 
@@ -85,11 +88,11 @@ class NativeRunner:
             for j, c in enumerate(group.completions):
                 bridge = self.bridge(it.slot) if env.multi_turn else None
                 ep = Episode(it.slot.name, env, it.row, it.group, j, bridge, [Part(group.prompt_ids)])
-                parsed = start_episode(ep, c, self.decode)
+                parsed = start_episode(ep, c, self.decode, self.fmt)
                 mine.append(ep)
                 if env.multi_turn and ep.turns < env.max_turns:
                     ongoing.append((ep, parsed))
-                elif env.multi_turn:
+                elif env.multi_turn and ep.finish == "stop":  # a turn cut by its token limit stays "length"
                     ep.finish = "max_turns"
             out.append(mine)
         if ongoing:

@@ -7,35 +7,41 @@ front of the run's backend, on an event loop of its own thread that lives as lon
 environment is served once (tool servers started once), and each step's episodes run there while the
 training thread waits. Each trace's branches come back as token ids, a sampled mask and the sampler's
 logprobs, which become `Sample`s exactly as rltrain's own multi-turn episodes do.
+
+The endpoint's secret is handed to verifiers' client only (envs/verifiers_v1.hand_key), never put in
+os.environ, where every process started later (environment workers, tool servers, code a model wrote)
+would read it. An episode that failed for a reason outside the model (a timeout, the sandbox, the
+interception server, the environment's own hooks, the engine) is kept in the record but not trained on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
-import os
 import threading
+from collections import Counter
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from rltrain.config import EnvConfig
 from rltrain.envs.base import Environment, Message, Row
 from rltrain.envs.scoring import GroupScores
-from rltrain.envs.verifiers_v1 import V1Env, load_v1, prepare_offline_harness
+from rltrain.envs.verifiers_v1 import V1Env, hand_key, load_v1, prepare_offline_harness
 from rltrain.kinds.base import EnvSlot, Item, Kind, PromptLengths, RunnerContext
 from rltrain.rollout.episodes import Episode, Part
 from rltrain.rollout.prompting import PromptEncoder
 from rltrain.types import SamplingParams
 
-if TYPE_CHECKING:
-    pass
-
 T = TypeVar("T")
 log = logging.getLogger("rltrain")
 MODEL_NAME = "rltrain-policy"
 PROMPT_ESTIMATE = 512  # verifiers renders its own prompts: a budget for sizing, not a measurement
+# verifiers' error types that are the model's doing (a reward that raised on its answer); a
+# ProviderError is the model's when the endpoint answered 400 (its conversation outgrew the context)
+MODEL_ERRORS = frozenset({"TaskError"})
 
 
 class VerifiersEnv:
@@ -95,15 +101,26 @@ class V1Runner:
         self._stack = contextlib.AsyncExitStack()
         self._serving: set[int] = set()
         self._logged: set[str] = set()
+        self._in_flight: set[concurrent.futures.Future[Any]] = set()
         prepare_offline_harness()
         self.batcher = Batcher(backend)
-        self.endpoint = Endpoint(self.batcher, MODEL_NAME, max_context)
+        self.endpoint = Endpoint(self.batcher, MODEL_NAME, max_context, len(ctx.encoder.tokenizer))
         self._run(self._start())
         self.token_var = TOKEN_VAR
-        os.environ[TOKEN_VAR] = self.endpoint.token  # read by verifiers' train client, in this process
+        hand_key(TOKEN_VAR, self.endpoint.token)  # to verifiers' train client, in this process only
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        self._in_flight.add(future)
+        try:
+            return future.result()
+        finally:
+            self._in_flight.discard(future)
+
+    def abort(self) -> None:
+        """Cancel the episodes in flight (the run is failing): whoever waits for them gets an error now."""
+        for future in list(self._in_flight):
+            future.cancel()
 
     async def _start(self) -> None:
         self.batcher.start()
@@ -146,8 +163,9 @@ class V1Runner:
             task = env.tasks[row.info["v1_task"]]
             groups.append([self._one(env, slot_, ctx) for slot_ in env.vf_env.slots(task, n)])
         done = await asyncio.gather(*(asyncio.gather(*g) for g in groups))
+        refused = self.endpoint.refused
         out = [
-            [_episode(vf_ep, slot, row, gid, j) for j, vf_ep in enumerate(eps)]
+            [_episode(vf_ep, slot, row, gid, j, refused=refused) for j, vf_ep in enumerate(eps)]
             for (gid, row), eps in zip(rows, done, strict=True)
         ]
         for error in (ep.error for group in out for ep in group if ep.error):
@@ -195,16 +213,20 @@ class V1Runner:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
-            os.environ.pop(self.token_var, None)
+            hand_key(self.token_var, None)
 
 
-def _episode(vf_ep: Any, slot: EnvSlot, row: Row, group: int, member: int) -> Episode:
-    """A verifiers episode as rltrain's: each trainable branch one sample, the trace's reward."""
+def _episode(
+    vf_ep: Any, slot: EnvSlot, row: Row, group: int, member: int, *, refused: Counter[str]
+) -> Episode:
+    """A verifiers episode as rltrain's: each trainable branch one sample, the trace's reward, and the
+    sampling overrides the endpoint refused its traces (taken out of `refused`)."""
     ep = Episode(slot.name, _shape(), row, group, member, None, [])
     ep.messages, ep.shown_from = list(row.prompt), 0  # records keep the whole conversation verifiers saw
     if vf_ep is None:
-        ep.error, ep.finish = "episode timed out", "timeout"
+        ep.fail("episode timed out", outside=True, finish="timeout")
         return ep
+    ep.refused_sampling = sum(refused.pop(str(t.id), 0) for t in vf_ep.traces)
     traces = [t for t in vf_ep.traces if getattr(t.agent, "trainable", True)] or list(vf_ep.traces)
     for trace in traces:
         for branch in trace.branches:
@@ -225,9 +247,18 @@ def _episode(vf_ep: Any, slot: EnvSlot, row: Row, group: int, member: int) -> Ep
         ep.text = str(replies[-1].content or "") if replies else ""
     errors = list(vf_ep.errors) + [e for t in traces for e in t.errors]
     if not vf_ep.ok or not ep.parts:
-        ep.error = _error_line(errors[0], _v1(slot)) if errors else "the episode produced no trainable tokens"
-        ep.finish = "error"
+        if not errors:
+            ep.fail("the episode produced no trainable tokens", outside=True)
+        else:
+            ep.fail(_error_line(errors[0], _v1(slot)), outside=not _models_doing(errors[0]))
     return ep
+
+
+def _models_doing(error: Any) -> bool:
+    """Whether a verifiers error is the model's doing (scored error_reward and trained on)."""
+    if error.type == "ProviderError":
+        return getattr(error, "status_code", None) == 400
+    return str(error.type) in MODEL_ERRORS
 
 
 def _load(entry: EnvConfig) -> VerifiersEnv:
@@ -235,6 +266,8 @@ def _load(entry: EnvConfig) -> VerifiersEnv:
 
 
 KIND = Kind("verifiers", claims=lambda entry: entry.taskset is not None, load=_load)
+
+
 def _error_line(error: Any, env: Any) -> str:
     """The error's type and message: a closed connection alone does not say why it closed."""
     line = f"{error.type}: {error.message}" if error.message else str(error.type)

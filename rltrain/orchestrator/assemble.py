@@ -1,5 +1,9 @@
 """Scored groups -> the trainer's `Sample`s: group-relative advantages, the zero-advantage filter, and
-each episode's record."""
+each episode's record.
+
+An episode that failed outside the model (`Episode.outside`: the engine, the worker pool, the
+environment, a timeout) keeps its record but neither trains nor moves its group's baseline: advantages
+are taken over the group's other episodes. A part with no sampled token is never a sample."""
 
 from __future__ import annotations
 
@@ -42,13 +46,24 @@ def assemble(
     out = Rollouts([], [])
     for episodes, s, env in zip(groups, scores, env_names, strict=True):
         out.errored[env] += s.errored
-        adv = group_advantages(s.rewards, scale=settings.scale_rewards)
+        adv = _advantages(episodes, s.rewards, settings.scale_rewards)
         keep = not (settings.drop_zero_advantage and is_zero_advantage(adv))
         out.filtered_groups += not keep
         for ep, r, a, parts in zip(episodes, s.rewards, adv, s.parts, strict=True):
             out.records.append(episode_record(ep, r, a, parts))
-            if keep:
+            if keep and not ep.outside:
                 v = version if ep.version is None else ep.version
                 for p in ep.parts:
-                    out.samples.append(Sample(p.prompt_ids, p.ids, p.logprobs, p.mask, r, a, ep.group, v))
+                    if any(p.mask):  # a prompt-only part (a split's last re-render) trains nothing
+                        out.samples.append(Sample(p.prompt_ids, p.ids, p.logprobs, p.mask, r, a, ep.group, v))
+    return out
+
+
+def _advantages(episodes: Sequence[Episode], rewards: Sequence[float], scale: bool) -> list[float]:
+    """Group-relative advantages over the episodes that count (0 for those failed outside the model)."""
+    counted = [i for i, ep in enumerate(episodes) if not ep.outside]
+    adv = group_advantages([rewards[i] for i in counted], scale=scale)
+    out = [0.0] * len(rewards)
+    for i, a in zip(counted, adv, strict=True):
+        out[i] = a
     return out

@@ -82,7 +82,18 @@ class Collector:
         """Episodes for every (env index, row), scored, and the kept groups as `Sample`s."""
         return self.finish(self.sample(batch, sampling))
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        """Fail what is in flight now: the workers are killed (environment calls fail at once), and a
+        runner with an `abort` (one that runs episodes on a loop of its own) cancels its episodes."""
+        self.ctx.scorer.pool.close()
         for runner in self._runners.values():
-            runner.close()
-        self.ctx.scorer.close()
+            abort = getattr(runner, "abort", None)
+            if abort is not None:
+                abort()
+
+    def close(self) -> None:
+        try:
+            for runner in self._runners.values():
+                runner.close()
+        finally:
+            self.ctx.scorer.close()

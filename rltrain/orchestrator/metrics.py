@@ -38,7 +38,12 @@ def rollout_metrics(
         "reward_mean": mean,
         "reward_std": (sum((r - mean) ** 2 for r in rewards) / n) ** 0.5,
         "completion_len_mean": sum(r["completion_tokens"] for r in records) / n,
-        "truncated_frac": sum(r["finish"] in ("length", "context") for r in records) / n,
+        # a turn cut by its token limit truncates the episode, whatever ended it
+        "truncated_frac": sum(
+            r["finish"] in ("length", "context") or r.get("truncated", False) for r in records
+        )
+        / n,
+        "excluded_episodes": float(sum(r.get("excluded", False) for r in records)),
         "errored_rollouts": float(sum(errored.values())),
         "errored_frac": sum(errored.values()) / n,
         "filtered_groups": float(filtered),
@@ -50,8 +55,8 @@ def rollout_metrics(
     multi = [r for r in records if "turns" in r]
     if multi:
         out["turns_mean"] = sum(r["turns"] for r in multi) / len(multi)
-        for key in ("tool_calls", "tool_errors", "splits", "env_s", "tool_s"):
-            out[key] = float(sum(r[key] for r in multi))
+        for key in ("tool_calls", "tool_errors", "splits", "env_s", "tool_s", "refused_sampling"):
+            out[key] = float(sum(r.get(key, 0) for r in multi))
     for name in sorted({r["env"] for r in records}):
         mine = [r["reward"] for r in records if r["env"] == name]
         out[f"env/{name}/reward_mean"] = sum(mine) / len(mine)

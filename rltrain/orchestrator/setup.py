@@ -48,10 +48,22 @@ class Engine:
     collector: Collector
     sync: AdapterSync
     settings: TrainSettings
+    closed: bool = False
+
+    def abort(self) -> None:
+        """Stop environment code at once (a step failed, or Ctrl-C twice): episodes still running, a
+        producer's included, end with an error instead of waiting out their timeouts."""
+        self.collector.abort()
 
     def close(self) -> None:
-        self.collector.close()
-        self.backend.close()
+        """The runners (the endpoint), the worker processes, the engine: once, on every exit path."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.collector.close()
+        finally:
+            self.backend.close()
 
 
 def build_engine(spec: RunSpec, policy: Policy, *, live_dir: Path, dist: Dist) -> Engine:
@@ -74,6 +86,7 @@ def build_engine(spec: RunSpec, policy: Policy, *, live_dir: Path, dist: Dist) -
         max_context=spec.sizing.max_model_len,
         turn_timeout_s=cfg.scoring.turn_timeout_s,
         episode_timeout_s=cfg.scoring.episode_timeout_s,
+        max_env_chars=cfg.scoring.max_env_chars,
     )
     scorer = Scorer.start(cfg.scoring, worker_specs(spec.all_slots))
     ctx = RunnerContext(backend, prompting.encoder, limits, scorer, spec.model_path)

@@ -22,6 +22,15 @@ TOOL_NOTE = (
 )
 
 
+class RenderFailed(Exception):
+    """The chat template refused a conversation; `by`: whose message it refused ("model": the assistant
+    turn just sampled, "environment": the messages it answered with)."""
+
+    def __init__(self, by: str, err: Exception) -> None:
+        super().__init__(f"the chat template refused the {by}'s message: {type(err).__name__}: {err}")
+        self.by = by
+
+
 class ChatBridge:
     """Renders prompts and extends episodes for one tokenizer, template switches and tool set."""
 
@@ -77,8 +86,14 @@ class ChatBridge:
         """
         if self.turn_close is None:
             return None
-        before = self.render(history, generation_prompt=False)
-        after = self.render([*history, *new], generation_prompt=True)
+        try:  # history rendered before this turn: only the turn just sampled can be refused
+            before = self.render(history, generation_prompt=False)
+        except Exception as err:  # jinja's TemplateError, or whatever a template's code raises
+            raise RenderFailed("model", err) from err
+        try:
+            after = self.render([*history, *new], generation_prompt=True)
+        except Exception as err:
+            raise RenderFailed("environment", err) from err
         if not after.startswith(before):
             return None
         close = self.turn_close

@@ -1,31 +1,23 @@
-"""Episodes: one per completion of a group, single-turn or multi-turn, and the driver that runs the
-multi-turn ones together.
+"""Episodes: one per completion of a group, single-turn or multi-turn; each starts from the step's
+batched first turn (a group's prompt is prefilled once), and rollout/driver.py runs the multi-turn ones on.
 
-Every episode starts from the step's batched first turn (a group's prompt is prefilled once). Multi-turn
-episodes then run as coroutines: the environment's `env_response` and tools run in worker processes
-(in threads that only wait), and every episode's next generation joins one engine batch, so turn k of
-one episode is sampled with turn j of another and a slow environment does not serialise the step.
+Everything the model writes, a tool returns or an environment raises is untrusted: whatever goes wrong
+inside one episode ends that episode (`finish = "error"`, its reason in `error`), never the step. An
+episode that failed for a reason outside the model (the engine, the worker pool, the environment's own
+code or messages, the episode's timeout) is `outside`: recorded and counted, but not trained on.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from rltrain.envs.base import Environment, Message, Rollout, Row
-from rltrain.envs.workers import CallFailed
-from rltrain.rollout.backend import RolloutBackend
-from rltrain.rollout.batcher import Batcher
 from rltrain.rollout.bridge import ChatBridge
 from rltrain.rollout.toolcalls import ParsedTurn, assistant_message, parse_turn
-from rltrain.types import Completion, Request, SamplingParams, prompt_seed
+from rltrain.types import Completion
 
-EnvCall = Callable[..., Any]  # (env name, Environment method, *args, timeout_s=...) -> result, in a worker
 Decode = Callable[[list[int]], str]
 
 
@@ -35,6 +27,7 @@ class EpisodeLimits:
     turn_timeout_s: float  # one env_response or tool call
     episode_timeout_s: float  # the whole episode after its first turn
     batch_window_s: float = 0.02  # how long a generation waits for episodes still in environment code
+    max_env_chars: int = 8192  # one tool result or environment message, in characters (the rest is cut)
 
 
 @dataclass
@@ -61,6 +54,9 @@ class Episode:
     text: str = ""  # the first turn's text (what a single-turn reward function scores)
     finish: str = "stop"  # stop | length | max_turns | done | context | timeout | error
     error: str | None = None
+    outside: bool = False  # failed outside the model (engine, workers, environment, timeout): not trained
+    truncated: bool = False  # a turn ran out of tokens (finish "length"), whatever ended the episode
+    refused_sampling: int = 0  # sampling overrides the engine endpoint refused for this episode
     turns: int = 0
     tool_calls: int = 0
     tool_errors: int = 0
@@ -88,6 +84,7 @@ class Episode:
         self.output_tokens += len(c.token_ids)
         self.turns += 1
         self.finish = c.finish_reason
+        self.truncated |= c.finish_reason == "length"
         if c.version is not None:
             self.version = c.version if self.version is None else min(self.version, c.version)
 
@@ -102,6 +99,9 @@ class Episode:
         self.input_tokens += len(prompt_ids)
         self.splits += 1
 
+    def fail(self, error: str, outside: bool, finish: str = "error") -> None:
+        self.error, self.outside, self.finish = error[:400], outside, finish
+
     def after_prompt(self) -> list[Message]:
         return self.messages[len(self.row.prompt) if self.shown_from is None else self.shown_from :]
 
@@ -109,6 +109,7 @@ class Episode:
         """What the reward functions see: the text, or (multi-turn) the messages after the prompt."""
         if not self.env.multi_turn:
             return Rollout(self.text, self.state)
+        self.state["turn"] = self.turns  # the assistant turns taken, whatever ended the episode
         return Rollout(self.after_prompt(), self.state)
 
     def record(self) -> dict[str, Any]:
@@ -116,134 +117,37 @@ class Episode:
         if self.env.multi_turn:
             out |= {"turns": self.turns, "tool_calls": self.tool_calls, "tool_errors": self.tool_errors}
             out |= {"splits": self.splits, "env_s": self.env_s, "tool_s": self.tool_s}
-            out["messages"] = self.after_prompt()
-            if self.error:
-                out["error"] = self.error
+            out |= {"truncated": self.truncated, "messages": self.after_prompt()}
+        if self.refused_sampling:
+            out["refused_sampling"] = self.refused_sampling
+        if self.error:
+            out["error"] = self.error
+        if self.outside:
+            out["excluded"] = True  # kept in the record, not in the loss
         return out
 
 
-def start_episode(ep: Episode, first: Completion, decode: Decode) -> ParsedTurn:
-    """Take the batched first turn; returns the parsed turn (tool calls included)."""
+def start_episode(ep: Episode, first: Completion, decode: Decode, fmt: str = "hermes") -> ParsedTurn:
+    """Take the batched first turn; returns the parsed turn (tool calls included). `fmt`: the chat
+    format's tool-call format (harmony turns are read by channel)."""
     ep.input_tokens += len(ep.part.prompt_ids)
     ep.add_sampled(first)
-    ep.text = first.text
     ep.messages = [*ep.row.prompt]
     ep.state = ep.env.initial_state(ep.row)
-    return _append_turn(ep, first, decode)
-
-
-def _append_turn(ep: Episode, c: Completion, decode: Decode) -> ParsedTurn:
-    if not ep.env.tools or ep.bridge is None:
-        parsed = ParsedTurn(c.text)
-    else:  # special tokens kept: harmony's tool calls are made of them
-        ids = c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids  # without the stop token
-        parsed = parse_turn(decode(ids), ep.bridge.tool_format)
-        ep.tool_errors += len(parsed.errors)  # malformed calls: counted even on the last turn
-    ep.messages.append(assistant_message(parsed))
+    parsed = append_turn(ep, first, decode, fmt)
+    ep.text = parsed.content if fmt == "harmony" else first.text  # harmony: the final channel
     return parsed
 
 
-class EpisodeDriver:
-    """Runs multi-turn episodes to their end, batching their generations into the backend."""
-
-    def __init__(
-        self, backend: RolloutBackend, env_call: EnvCall, limits: EpisodeLimits, workers: int
-    ) -> None:
-        self.backend, self.env_call, self.limits = backend, env_call, limits
-        self.threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="env")
-
-    def close(self) -> None:
-        self.threads.shutdown(wait=False, cancel_futures=True)
-
-    def run(
-        self, episodes: list[tuple[Episode, ParsedTurn]], sampling: SamplingParams, decode: Decode
-    ) -> None:
-        if episodes:
-            asyncio.run(_Run(self, sampling, decode).all(episodes))
-
-
-class _Run:
-    """One step's episodes and how many of them are in environment code."""
-
-    def __init__(self, driver: EpisodeDriver, sampling: SamplingParams, decode: Decode) -> None:
-        self.d, self.sampling, self.decode = driver, sampling, decode
-        self.in_env = 0
-        self.batcher = Batcher(driver.backend, driver.limits.batch_window_s, busy=lambda: self.in_env > 0)
-
-    async def all(self, episodes: list[tuple[Episode, ParsedTurn]]) -> None:
-        self.batcher.start()
-        try:
-            await asyncio.gather(*(self._guarded(ep, parsed) for ep, parsed in episodes))
-        finally:
-            await self.batcher.stop()
-
-    async def _guarded(self, ep: Episode, parsed: ParsedTurn) -> None:
-        try:
-            await asyncio.wait_for(self._episode(ep, parsed), self.d.limits.episode_timeout_s)
-        except TimeoutError:
-            ep.finish, ep.error = "timeout", f"episode timed out after {self.d.limits.episode_timeout_s:g}s"
-
-    async def _episode(self, ep: Episode, parsed: ParsedTurn) -> None:
-        assert ep.bridge is not None
-        while ep.turns < ep.env.max_turns:
-            last = ep.part.ids[-1] if ep.finish == "stop" and ep.part.ids else None
-            history = list(ep.messages)
-            new = await self._respond(ep, parsed)
-            if new is None:
-                ep.finish = "done" if ep.error is None else "error"
-                return
-            delta = ep.bridge.extend(history, new, last)
-            ep.messages += new
-            if delta is None:  # the template rewrites history: continue as a new sample
-                ep.split(ep.bridge.encode(ep.messages))
-            else:
-                ep.add_inserted(delta)
-            if len(ep.context()) + self.sampling.max_tokens > self.d.limits.max_context:
-                ep.finish = "context"
-                return
-            key = f"{ep.group}/{ep.member}/{ep.turns}"
-            seed = None if self.sampling.seed is None else prompt_seed(self.sampling.seed, key)
-            c = await self.batcher.generate(Request(ep.context(), 1, seed), self.sampling)
-            ep.add_sampled(c)
-            parsed = _append_turn(ep, c, self.decode)
-        ep.finish = "max_turns"
-
-    async def _call(self, ep: Episode, method: str, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        self.in_env += 1
-        try:
-            call = partial(
-                self.d.env_call, ep.env_name, method, *args, timeout_s=self.d.limits.turn_timeout_s
-            )
-            return await loop.run_in_executor(self.d.threads, call)
-        finally:
-            self.in_env -= 1
-            self.batcher.nudge()
-
-    async def _respond(self, ep: Episode, parsed: ParsedTurn) -> list[Message] | None:
-        """Tool results for the turn's calls, else the environment's answer (None: the episode is over)."""
-        if parsed.calls or parsed.errors:
-            out: list[Message] = [{"role": "tool", "content": f"Error: {e}"} for e in parsed.errors]
-            for call in parsed.calls:
-                ep.tool_calls += 1
-                start = time.perf_counter()
-                try:
-                    result = await self._call(ep, "run_tool", call.name, call.arguments)
-                except CallFailed as err:
-                    ep.tool_errors += 1
-                    result = f"Error: {err.kind}: {err.detail}"
-                ep.tool_s += time.perf_counter() - start
-                out.append({"role": "tool", "name": call.name, "content": result})
-            return out
-        if ep.env.env_response is None:
-            return None
-        ep.state["turn"] = ep.turns
-        start = time.perf_counter()
-        try:
-            new, ep.state = await self._call(ep, "respond", ep.messages, ep.state)
-        except CallFailed as err:
-            ep.error = f"env_response failed ({err.kind}: {err.detail})"
-            return None
-        finally:
-            ep.env_s += time.perf_counter() - start
-        return new  # type: ignore[no-any-return]
+def append_turn(ep: Episode, c: Completion, decode: Decode, fmt: str) -> ParsedTurn:
+    tools = bool(ep.env.tools) and ep.bridge is not None
+    if tools or fmt == "harmony":  # special tokens kept: harmony's channels and calls are made of them
+        ids = c.token_ids[:-1] if c.finish_reason == "stop" else c.token_ids  # without the stop token
+        parsed = parse_turn(decode(ids), fmt)
+        if not tools:
+            parsed = ParsedTurn(parsed.content, thinking=parsed.thinking)
+        ep.tool_errors += len(parsed.errors)  # malformed calls: counted even on the last turn
+    else:
+        parsed = ParsedTurn(c.text)
+    ep.messages.append(assistant_message(parsed))
+    return parsed

@@ -7,7 +7,13 @@
 - `harmony`: gpt-oss: `<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{...}<|call|>`.
 
 A call that cannot be parsed is not dropped: it comes back as an error, which the episode sends to the
-model as a tool message (and counts), so the model learns the format instead of the run crashing.
+model as a tool message (and counts), so the model learns the format instead of the run crashing. The
+text is the model's: whatever it holds (JSON nested past the parser's recursion limit included) is a
+parse error, never an exception.
+
+harmony turns are read by channel whatever the tools: the `final` channel is the reply's content, the
+`analysis` channel its `thinking` (the key gpt-oss's template renders), so rewards and the next prompt
+never see channel markup as text.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from typing import Any
 
 FORMATS = ("hermes", "llama3_json", "harmony")
 _HERMES = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
-_HARMONY = re.compile(
-    r"to=functions\.([\w.\-]+)[^<]*(?:<\|constrain\|>\s*\w+)?\s*<\|message\|>(.*?)(?:<\|call\|>|<\|end\|>|$)",
-    re.DOTALL,
-)
+# harmony: a message's header (channel, recipient) ends at <|message|>; its body at one of these
+_HARMONY_ENDS = ("<|end|>", "<|return|>", "<|call|>", "<|start|>")
+_HARMONY_SPECIALS = re.compile(r"<\|[a-z_]+\|>")
+_UNPARSABLE = (ValueError, RecursionError)  # json: malformed, or nested deeper than the parser goes
 
 
 @dataclass
@@ -36,6 +42,7 @@ class ToolCall:
 class ParsedTurn:
     content: str  # the reply without its tool-call markup
     calls: list[ToolCall] = field(default_factory=list)
+    thinking: str | None = None  # harmony's analysis channel, kept apart from the content
     errors: list[str] = field(default_factory=list)  # malformed calls, as messages for the model
 
 
@@ -56,7 +63,7 @@ def _hermes(text: str) -> ParsedTurn:
     for body in _HERMES.findall(text):
         try:
             out.calls.append(_call_from_json(body, "arguments"))
-        except (ValueError, json.JSONDecodeError) as err:
+        except _UNPARSABLE as err:
             out.errors.append(f"could not parse tool call {body[:200]!r}: {err}")
     return out
 
@@ -70,7 +77,7 @@ def _llama3_json(text: str) -> ParsedTurn:
         try:
             data, end = decoder.raw_decode(body, at)
             out.calls.append(_call_from_json(json.dumps(data), "parameters"))
-        except (ValueError, json.JSONDecodeError) as err:
+        except _UNPARSABLE as err:
             out.errors.append(f"could not parse tool call {body[at : at + 200]!r}: {err}")
             break
         at = end
@@ -79,16 +86,44 @@ def _llama3_json(text: str) -> ParsedTurn:
     return out
 
 
+def _harmony_messages(text: str) -> list[tuple[str, str]]:
+    """(header, body) of each harmony message in a sampled turn, by plain string search (linear in the
+    text, whatever the model wrote)."""
+    pieces = text.split("<|message|>")
+    out, header = [], pieces[0]
+    for piece in pieces[1:]:
+        ends = [at for at in (piece.find(e) for e in _HARMONY_ENDS) if at >= 0]
+        cut = min(ends, default=len(piece))
+        out.append((header, piece[:cut]))
+        header = piece[cut:]
+    return out
+
+
 def _harmony(text: str) -> ParsedTurn:
-    out = ParsedTurn(_HARMONY.sub("", text).strip())
-    for name, body in _HARMONY.findall(text):
-        try:
-            args = json.loads(body) if body.strip() else {}
-            if not isinstance(args, dict):
-                raise ValueError("arguments must be a JSON object")
-            out.calls.append(ToolCall(name, args))
-        except (ValueError, json.JSONDecodeError) as err:
-            out.errors.append(f"could not parse the arguments of {name}: {err}")
+    messages = _harmony_messages(text)
+    if not messages:  # no channel at all: the text without special tokens is the reply
+        return ParsedTurn(_HARMONY_SPECIALS.sub("", text).strip())
+    out, content, thinking = ParsedTurn(""), [], []
+    for header, body in messages:
+        channel = re.search(r"<\|channel\|>\s*(\w+)", header)
+        recipient = re.search(r"to=([\w.\-]+)", header)
+        if recipient is not None and recipient.group(1).startswith("functions."):
+            name = recipient.group(1).removeprefix("functions.")
+            try:
+                args = json.loads(body) if body.strip() else {}
+                if not isinstance(args, dict):
+                    raise ValueError("arguments must be a JSON object")
+                out.calls.append(ToolCall(name, args))
+            except _UNPARSABLE as err:
+                out.errors.append(f"could not parse the arguments of {name[:100]}: {err}")
+        elif recipient is not None:
+            out.errors.append(f"no tool {recipient.group(1)[:100]!r}: call tools as functions.NAME")
+        elif channel is not None and channel.group(1) == "analysis":
+            thinking.append(body.strip())
+        else:  # final, or a commentary preamble to the user
+            content.append(body.strip())
+    out.content = "\n".join(c for c in content if c)
+    out.thinking = "\n".join(thinking) if thinking else None
     return out
 
 
@@ -116,6 +151,8 @@ def tool_format(model_type: str | None, chat_template: str | None) -> str:
 def assistant_message(parsed: ParsedTurn) -> dict[str, Any]:
     """The chat message for a parsed turn, tool calls in the transformers / OpenAI shape."""
     message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
+    if parsed.thinking is not None:
+        message["thinking"] = parsed.thinking
     if parsed.calls:
         message["tool_calls"] = [
             {"type": "function", "id": c.id, "function": {"name": c.name, "arguments": c.arguments}}

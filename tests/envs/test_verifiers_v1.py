@@ -3,7 +3,7 @@ token endpoint's contract and safety, and a taskset trained end to end (offline,
 
 from __future__ import annotations
 
-import asyncio
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +15,7 @@ from rltrain.envs.openenv_server import OpenEnvServer
 from rltrain.envs.verifiers_v1 import load_v1, roles_of, translate
 from rltrain.kinds.verifiers import _error_line
 from rltrain.record import read_jsonl
+from rltrain.rollout.endpoint import TOKEN_VAR
 from rltrain.run import train
 from tests.helpers import valid_record
 
@@ -37,6 +38,45 @@ def test_prime_template_shape_is_translated_with_notices() -> None:
     assert docker["agent"]["runtime"] == {"type": "docker"}  # an explicit runtime is kept
     with pytest.raises(ValueError, match="allow_bash = true"):
         translate({"taskset": {"id": "t"}, "agent": {"harness": {"id": "bash"}}}, allow_bash=False)
+
+
+@pytest.mark.parametrize(
+    "harness", ["mini-swe-agent", "terminus-2", "codex", "rlm", "claude-code", "my-taskset"]
+)
+def test_harnesses_that_run_the_models_commands_here_need_allow_bash(harness: str) -> None:
+    entry = {"taskset": {"id": "t"}, "agent": {"harness": {"id": harness}}}
+    with pytest.raises(ValueError, match=f"harness '{harness}' .agent. runs the model's commands"):
+        translate(entry, allow_bash=False)
+    assert translate(entry, allow_bash=True)[0]["agent"]["harness"] == {"id": harness}
+    boxed = {**entry, "agent": {**entry["agent"], "runtime": {"type": "docker"}}}
+    assert translate(boxed, allow_bash=False)[0]["agent"]["runtime"] == {"type": "docker"}
+
+
+def test_a_harness_the_environment_pins_itself_needs_allow_bash(monkeypatch, caplog) -> None:
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    entry = {"taskset": {"id": "shell-pinned-v1"}}
+    with pytest.raises(ValueError, match="harness 'bash' .agent. runs the model's commands on this machine"):
+        load_v1(entry, None, allow_bash=False)
+    env = load_v1(entry, None, allow_bash=True)
+    assert len(env.rows) == 8 and "harness 'bash' (agent) runs the model's commands" in caplog.text
+
+
+def test_the_endpoint_key_reaches_verifiers_client_and_no_environment() -> None:
+    import os
+
+    from verifiers.v1 import TrainClientConfig
+    from verifiers.v1.clients.base import build_async_openai
+
+    from rltrain.envs.verifiers_v1 import hand_key
+
+    hand_key("RLTRAIN_TEST_KEY_API_KEY", "s3cret")
+    try:
+        config = TrainClientConfig(base_url="http://127.0.0.1:9/v1", api_key_var="RLTRAIN_TEST_KEY_API_KEY")
+        assert build_async_openai(config).api_key == "s3cret"
+        assert "RLTRAIN_TEST_KEY_API_KEY" not in os.environ
+    finally:
+        hand_key("RLTRAIN_TEST_KEY_API_KEY", None)
+    assert build_async_openai(config).api_key == "EMPTY"
 
 
 def test_agent_defaults_go_under_the_environments_own_role_names() -> None:
@@ -86,7 +126,7 @@ def test_a_taskset_or_harness_that_fails_to_import_says_why(tmp_path: Path, monk
     monkeypatch.syspath_prepend(str(FIXTURES))
     entry = {"taskset": {"id": "count-turns-v1"}, "harness": {"id": "broken-harness"}}
     with pytest.raises(EnvironmentLoadError) as caught:
-        load_v1(entry, None, allow_bash=False)
+        load_v1(entry, None, allow_bash=True)  # (allowed: a harness not known to run no commands)
     message = str(caught.value)
     assert "harness 'broken-harness' not found" in message and "\n" not in message
     assert (
@@ -105,61 +145,6 @@ def test_an_env_entry_needs_an_id_or_a_taskset() -> None:
     assert cfg.env[0].label == "x" and cfg.env[0].verifiers_config()["harness"] == {"id": "null"}
 
 
-def test_endpoint_needs_the_token_and_speaks_the_train_clients_format(tiny_model: str) -> None:
-    import aiohttp
-
-    from rltrain.rollout.batcher import Batcher
-    from rltrain.rollout.endpoint import Endpoint
-    from rltrain.rollout.hf_backend import HFBackend
-    from rltrain.trainer.model import load_policy
-    from rltrain.types import SamplingParams
-
-    cfg = {
-        "model": "builtin:tiny",
-        "max_steps": 1,
-        "batch_size": 1,
-        "rollouts_per_example": 1,
-        "env": [{"id": "digits"}],
-    }
-    policy = load_policy(parse_config(cfg), tiny_model)
-    backend = HFBackend(lambda ids: "", 0, policy.device, policy_model=policy.model)
-
-    async def exercise() -> tuple[int, dict, dict]:
-        endpoint = Endpoint(Batcher(backend), "policy", max_context=64)
-        endpoint.batcher.start()
-        url = await endpoint.start()
-        endpoint.begin_step(SamplingParams(max_tokens=5, seed=3))
-        assert url.startswith("http://127.0.0.1:")
-        auth = {"Authorization": f"Bearer {endpoint.token}"}
-        body = {
-            "model": "policy",
-            "token_ids": [5, 6, 7],
-            "sampling_params": {"max_tokens": 4, "logprobs": 1},
-        }
-        async with aiohttp.ClientSession() as s:
-            async with s.post(url.removesuffix("/v1") + "/inference/v1/generate", json=body) as r:
-                refused = r.status
-            async with s.get(url + "/models", headers=auth) as r:
-                models = await r.json()
-            async with s.post(
-                url.removesuffix("/v1") + "/inference/v1/generate", json=body, headers=auth
-            ) as r:
-                out = await r.json()
-        await endpoint.stop()
-        await endpoint.batcher.stop()
-        return refused, models, out
-
-    refused, models, out = asyncio.run(exercise())
-    assert refused == 401  # no token, no tokens
-    assert models["data"] == [{"id": "policy", "object": "model", "max_model_len": 64}]
-    choice = out["choices"][0]
-    assert 1 <= len(choice["token_ids"]) <= 4 and choice["finish_reason"] in ("stop", "length")
-    assert [e["token"] for e in choice["logprobs"]["content"]] == [
-        f"token_id:{t}" for t in choice["token_ids"]
-    ]
-    assert all(e["logprob"] <= 0 for e in choice["logprobs"]["content"])
-
-
 def test_a_v1_taskset_trains_end_to_end_offline(run_config, tmp_path: Path) -> None:
     entry = {"name": "count", "taskset": {"id": "count-turns-v1", "turns": 2}, "harness": {"id": "null"}}
     cfg = run_config(
@@ -169,11 +154,14 @@ def test_a_v1_taskset_trains_end_to_end_offline(run_config, tmp_path: Path) -> N
         env=[entry | {"path": str(FIXTURES)}],
         sampling={"max_tokens": 8},
     )
-    run = train(parse_config(cfg))
+    leaked: list[bool] = []
+    run = train(parse_config(cfg), on_step=lambda step, m: leaked.append(TOKEN_VAR in os.environ))
+    assert leaked == [False, False]  # the endpoint's secret: never where a worker would inherit it
     record = valid_record(run.run_dir)
     assert record["status"] == "succeeded" and record["environment"] == "count"
     rows = read_jsonl(run.run_dir / "metrics.jsonl")
     assert [r["errored_rollouts"] for r in rows] == [0.0, 0.0]
+    assert [r["refused_sampling"] for r in rows] == [0.0, 0.0]  # verifiers asks for the step's settings
     assert all(r["turns_mean"] == 2.0 and r["training_tokens"] > r["output_tokens"] > 0 for r in rows)
     assert max(abs(r["mismatch_kl"]) for r in rows) < 1e-4  # the traces' tokens and logprobs are the engine's
     episode = read_jsonl(run.run_dir / "rollouts" / "step_1.jsonl")[0]

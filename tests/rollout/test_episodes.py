@@ -1,42 +1,23 @@
 """Multi-turn episodes, token-exact: sampled ids are never re-tokenized, environment tokens are masked,
 a template that rewrites history splits the episode, and tool calls loop through the real template.
 
-The model here is a scripted stand-in (a reply per context text): the tiny model cannot write a tool
-call, and a split needs a reply with a <think> block. Everything else is real: the tiny tokenizer and
-its Qwen3-style template, the bridge, the parser, worker processes running env_response and tools.
+The model here is a scripted stand-in (tests/rollout/scripted.py): the tiny model cannot write a tool
+call, and a split needs a reply with a <think> block. Everything else is real.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from transformers import AutoTokenizer
 
-from rltrain.envs.loader import load_rltrain_environment
-from rltrain.envs.scoring import Scorer
-from rltrain.envs.workers import EnvSpec, WorkerPool
-from rltrain.kinds.base import EnvSlot, RunnerContext
-from rltrain.kinds.native import NativeEnv
-from rltrain.orchestrator.assemble import GroupSettings
-from rltrain.orchestrator.collect import Collector
-from rltrain.rollout.episodes import EpisodeLimits
-from rltrain.rollout.prompting import PromptEncoder
-from rltrain.tiny import tiny_model_path
-from rltrain.types import Completion, Group, Request, SamplingParams, requests_for
+from rltrain.types import Completion, Group, Request, SamplingParams
+from tests.rollout.scripted import THINK_DROPPING, Scripted, write
 
 ROOT = Path(__file__).resolve().parents[2]
-# ChatML that drops a past assistant turn's <think> block once the conversation moves on (as Qwen3 does)
-THINK_DROPPING = (
-    "{% for m in messages %}{% set c = m['content'] %}"
-    "{% if m['role'] == 'assistant' and not loop.last and '</think>' in c %}"
-    "{% set c = c.split('</think>')[-1] %}{% endif %}"
-    "<|im_start|>{{ m['role'] }}\n{{ c }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 AGAIN = """
 import rltrain
 
@@ -51,78 +32,11 @@ def load_environment():
 """
 
 
-@pytest.fixture(scope="module")
-def tok() -> Any:
-    return AutoTokenizer.from_pretrained(str(tiny_model_path("qwen3")))
-
-
-class Scripted:
-    """A stand-in model: `reply(context text) -> reply text`; one token per character when `chars`."""
-
-    name, timings, collective, reads_live_weights, version = "scripted", {}, False, False, 0
-
-    def __init__(self, tok: Any, reply: Callable[[str], str], chars: bool = False) -> None:
-        self.tok, self.reply, self.chars = tok, reply, chars
-        self.batches: list[int] = []
-
-    def _ids(self, text: str) -> list[int]:
-        if self.chars:  # a valid but non-canonical tokenization, as a sampler may produce
-            return [self.tok.convert_tokens_to_ids(self.tok.tokenize(c)[0]) for c in text]
-        return list(self.tok(text, add_special_tokens=False)["input_ids"])
-
-    def sample(self, requests: Sequence[Request], sampling: SamplingParams) -> list[Group]:
-        self.batches.append(len(requests))
-        out = []
-        for r in requests:
-            text = self.reply(self.tok.decode(r.prompt_ids))
-            ids = self._ids(text) + [self.tok.convert_tokens_to_ids("<|im_end|>")]
-            out.append(Group(r.prompt_ids, [Completion(ids, [-0.5] * len(ids), text, "stop")] * r.n))
-        return out
-
-    def generate(self, prompts: Sequence[list[int]], n: int, sampling: SamplingParams) -> list[Group]:
-        return self.sample(requests_for(list(prompts), n, sampling), sampling)
-
-    def close(self) -> None: ...
-
-
-@pytest.fixture
-def collector_for(tmp_path: Path, tok: Any) -> Iterator[Callable[..., Collector]]:
-    made: list[Collector] = []
-
-    def make(env_id: str, model: Scripted, template: str | None = None, window_s: float = 0.02) -> Collector:
-        env = NativeEnv(load_rltrain_environment(env_id), env_id, {})
-        pool = WorkerPool([EnvSpec("e", env_id, {})], size=2)
-        tokenizer = tok if template is None else _with_template(tok, template)
-        limits = EpisodeLimits(
-            max_context=4096, turn_timeout_s=10, episode_timeout_s=60, batch_window_s=window_s
-        )
-        ctx = RunnerContext(model, PromptEncoder(tokenizer, {}), limits, Scorer(pool), "")  # type: ignore[arg-type]
-        c = Collector([EnvSlot("e", env, 1.0)], ctx, GroupSettings(2, True, False))
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-
-
-def _with_template(tok: Any, template: str) -> Any:
-    copy = AutoTokenizer.from_pretrained(tok.name_or_path)
-    copy.chat_template = template
-    return copy
-
-
-def _write(tmp_path: Path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
 def test_turns_extend_the_sampled_ids_exactly(tmp_path: Path, tok: Any, collector_for: Callable) -> None:
     model = Scripted(tok, lambda context: "12 34", chars=True)
     # a window longer than any env_response, however loaded the machine: the batching asserted below
     # must not depend on the workers' timing
-    collector = collector_for(_write(tmp_path, "again_env.py", AGAIN), model, window_s=5)
+    collector = collector_for(write(tmp_path, "again_env.py", AGAIN), model, batch_window_s=5)
     (group,) = collector.episodes([(0, collector.slots[0].env.rows[0])], 2, SamplingParams(16, seed=1))
     ep = group[0]
     assert ep.turns == 3 and ep.finish == "max_turns" and len(ep.parts) == 1 and ep.splits == 0
@@ -148,7 +62,7 @@ def test_a_template_that_rewrites_history_splits_the_episode(
     tmp_path: Path, tok: Any, collector_for: Callable
 ) -> None:
     model = Scripted(tok, lambda context: "<think>hmm</think>7")
-    collector = collector_for(_write(tmp_path, "again_env.py", AGAIN), model, template=THINK_DROPPING)
+    collector = collector_for(write(tmp_path, "again_env.py", AGAIN), model, template=THINK_DROPPING)
     (group,) = collector.episodes([(0, collector.slots[0].env.rows[0])], 1, SamplingParams(16, seed=1))
     ep = group[0]
     assert ep.turns == 3 and ep.splits == 2 and len(ep.parts) == 3
@@ -212,6 +126,6 @@ def test_a_sample_is_as_old_as_its_oldest_turn(tmp_path: Path, tok: Any, collect
                 ]
             return groups
 
-    collector = collector_for(_write(tmp_path, "again_env.py", AGAIN), Stamped(tok, lambda context: "12"))
+    collector = collector_for(write(tmp_path, "again_env.py", AGAIN), Stamped(tok, lambda context: "12"))
     out = collector.collect([(0, collector.slots[0].env.rows[0])], SamplingParams(16, seed=1))
     assert [s.version for s in out.samples] == [6, 6]  # not the backend's own 0

@@ -66,3 +66,33 @@ def test_assistant_message_shape() -> None:
         "content": "",
         "tool_calls": [{"type": "function", "id": "", "function": {"name": "f", "arguments": {"x": 1}}}],
     }
+
+
+def test_calls_nested_past_the_parsers_recursion_limit_are_errors_not_crashes() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    texts = {
+        "hermes": f'<tool_call>{{"name": "f", "arguments": {{"x": {deep}}}}}</tool_call>',
+        "llama3_json": f'{{"name": "f", "parameters": {{"x": {deep}}}}}',
+        "harmony": f"<|channel|>commentary to=functions.f <|constrain|>json<|message|>{deep}<|call|>",
+    }
+    for fmt, text in texts.items():
+        parsed = parse_turn(text, fmt)
+        assert not parsed.calls and len(parsed.errors) == 1, fmt
+        assert "recursion" in parsed.errors[0], fmt
+
+
+def test_harmony_turns_are_read_by_channel() -> None:
+    """The final channel is the content, the analysis channel is kept apart as `thinking`."""
+    text = (
+        "<|channel|>analysis<|message|>Two and two.<|end|><|start|>assistant"
+        "<|channel|>final<|message|>4<|return|>"
+    )
+    parsed = parse_turn(text, "harmony")
+    assert (parsed.content, parsed.thinking, parsed.calls) == ("4", "Two and two.", [])
+    assert assistant_message(parsed) == {"role": "assistant", "content": "4", "thinking": "Two and two."}
+    cut = parse_turn("<|channel|>analysis<|message|>Still thinking", "harmony")  # ran out of tokens
+    assert (cut.content, cut.thinking) == ("", "Still thinking")
+    bare = parse_turn("no channels at all<|return|>", "harmony")
+    assert (bare.content, bare.thinking) == ("no channels at all", None)
+    builtin = parse_turn("<|channel|>commentary to=python <|message|>import os<|call|>", "harmony")
+    assert builtin.errors and not builtin.calls  # only functions.* are the environment's tools
