@@ -1,0 +1,55 @@
+"""The foreign kind: a classic verifiers 0.1.14 environment trains unchanged in its own venv
+(`[[env]] python = ...`), its rows, rewards and env_response in workers of that interpreter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rltrain.config import parse_config
+from rltrain.envs.loader import EnvironmentLoadError
+from rltrain.kinds import kind_of
+from rltrain.orchestrator.slots import build_slots
+from rltrain.record import read_jsonl
+from rltrain.run import train
+from tests.helpers import valid_record
+
+CLASSIC = str(Path(__file__).resolve().parents[1] / "fixtures" / "verifiers_classic" / "classic_numbers.py")
+
+
+def test_a_classic_multi_turn_env_trains_in_its_own_venv(run_config, classic_python: str) -> None:
+    entry = {"id": CLASSIC, "name": "numbers", "args": {"turns": 2, "rows": 4}, "python": classic_python}
+    cfg = parse_config(
+        run_config(max_steps=2, batch_size=8, rollouts_per_example=4, env=[entry], sampling={"max_tokens": 8})
+    )
+    assert kind_of(cfg.env[0]).name == "foreign"
+    run = train(cfg)
+    record = valid_record(run.run_dir)
+    assert record["status"] == "succeeded" and record["environment"] == "numbers"
+    rows = read_jsonl(run.run_dir / "metrics.jsonl")
+    assert [r["errored_rollouts"] for r in rows] == [0.0, 0.0]
+    assert max(abs(r["mismatch_kl"]) for r in rows) < 1e-4  # sampled tokens exact, env messages masked
+    assert all(r["turns_mean"] == 2.0 and r["training_tokens"] > r["output_tokens"] > 0 for r in rows)
+    assert all(0.0 <= r["reward_mean"] <= 1.0 for r in rows)
+    episode = read_jsonl(run.run_dir / "rollouts" / "step_1.jsonl")[0]
+    assert [m["role"] for m in episode["messages"]] == ["assistant", "user", "assistant"]
+    assert episode["messages"][1]["content"] == "Another number. (2)" and episode["finish"] == "done"
+    digits = [c for c in episode["messages"][0]["content"] + episode["messages"][2]["content"] if c.isdigit()]
+    assert set(episode["parts"]) == {"digit_share", "num_turns"} and episode["parts"]["num_turns"] == 2.0
+    assert (episode["reward"] > 0) == bool(digits)  # the environment's own rubric, in its interpreter
+
+
+def test_a_classic_env_in_the_trainers_venv_is_refused_with_how_to_give_it_its_own(run_config) -> None:
+    cfg = parse_config(run_config(env=[{"id": CLASSIC}]))
+    assert kind_of(cfg.env[0]).name == "native"
+    with pytest.raises(EnvironmentLoadError) as caught:
+        build_slots(cfg)
+    line = str(caught.value)
+    assert "\n" not in line and "envs venv" in line and 'its [[env]]: python = ".../bin/python"' in line
+
+
+def test_a_missing_interpreter_is_one_line(run_config, tmp_path: Path) -> None:
+    cfg = parse_config(run_config(env=[{"id": CLASSIC, "python": str(tmp_path / "nope" / "bin" / "python")}]))
+    with pytest.raises(EnvironmentLoadError, match="no such interpreter .*envs venv"):
+        build_slots(cfg)
