@@ -19,12 +19,12 @@ class OpenEnvConfig(BaseModel):
     """A running server's base URL."""
     path: str | None = Field(None, examples=["my_env"])
     """Or the environment's folder (openenv init's layout): the run serves it with uvicorn on 127.0.0.1."""
-    python: str | None = Field(None, examples=["/home/me/.cache/rltrain/venvs/openenv-1a2b/bin/python"])
+    python: str | None = Field(None, examples=["~/.cache/rltrain/venvs/my-server-1a2b/bin/python"])
     """The interpreter of the server's venv (with `path`)."""
     app: str | None = Field(None, examples=["server.app:app"])
     """The ASGI app to serve (with `path`; default: openenv.yaml's `app`)."""
     rows: int = Field(16, gt=0)
-    """Training rows: one reset each, seeds seed, seed+1, ...; the prompt is the real first observation."""
+    """Rows: one reset each, seeds seed, seed+1, ...; the prompt is the real first observation."""
     seed: int = 0
     """The first row's reset seed."""
     reset: dict[str, Any] = Field(default_factory=dict)

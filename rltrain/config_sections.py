@@ -57,7 +57,7 @@ class EnvConfig(_Model):
     """verifiers: allow the bash harness, which runs the model's shell commands on this machine."""
     path: str | None = Field(None, examples=["environments/my_tasksets"])
     """A directory put on the import path of the run and its subprocesses (relative: to the cwd)."""
-    python: str | None = Field(None, examples=["/home/me/.cache/rltrain/venvs/my-env-1a2b/bin/python"])
+    python: str | None = Field(None, examples=["~/.cache/rltrain/venvs/my-env-1a2b/bin/python"])
     """The interpreter of the environment's own venv (`envs venv` prints it): its rows, rewards,
     env_response and tools run in worker processes of that interpreter (classic verifiers 0.1.x)."""
     openenv: OpenEnvConfig | None = None
