@@ -7,6 +7,7 @@ whose worker described it at load, and the runner routes calls to it by the envi
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import replace
@@ -57,13 +58,15 @@ class ForeignRunner(NativeRunner):
     def __init__(self, ctx: RunnerContext) -> None:
         run = ctx.scorer
         self.router = PoolRouter([], {}, run.pool.size, run.pool.memory_limit_mb)
+        self._routing = threading.Lock()  # a producer samples while the last batch is scored
         super().__init__(replace(ctx, scorer=Scorer(self.router, run.timeout_s, run.error_reward)))
 
     def _route(self, items: Sequence[Item]) -> None:
-        for it in items:
-            if it.slot.name not in self.router.by_env and isinstance(it.slot.env, ForeignEnv):
-                pool = it.slot.env.pool_for_run(self.router.size, self.router.memory_limit_mb)
-                self.router.add(it.slot.name, pool)
+        with self._routing:
+            for it in items:
+                if it.slot.name not in self.router.by_env and isinstance(it.slot.env, ForeignEnv):
+                    pool = it.slot.env.pool_for_run(self.router.size, self.router.memory_limit_mb)
+                    self.router.add(it.slot.name, pool)
 
     def episodes(self, items: Sequence[Item], n: int, sampling: SamplingParams) -> list[list[Episode]]:
         self._route(items)
