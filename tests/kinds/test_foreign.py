@@ -53,3 +53,16 @@ def test_a_missing_interpreter_is_one_line(run_config, tmp_path: Path) -> None:
     cfg = parse_config(run_config(env=[{"id": CLASSIC, "python": str(tmp_path / "nope" / "bin" / "python")}]))
     with pytest.raises(EnvironmentLoadError, match="no such interpreter .*envs venv"):
         build_slots(cfg)
+
+
+@pytest.mark.slow
+def test_a_classic_multi_turn_env_learns_in_its_own_venv(run_config, classic_python: str) -> None:
+    """The digits share of the replies rises (the ecosystem helper's scratch wiring: 0.14 -> 0.99)."""
+    entry = {"id": CLASSIC, "name": "numbers", "args": {"turns": 2, "rows": 8}, "python": classic_python}
+    raw = run_config(
+        max_steps=20, batch_size=16, rollouts_per_example=4, env=[entry], sampling={"max_tokens": 8}
+    )
+    run = train(parse_config(raw))
+    rewards = [r["reward_mean"] for r in read_jsonl(run.run_dir / "metrics.jsonl")]
+    print("classic multi-turn rewards:", [round(r, 3) for r in rewards])
+    assert sum(rewards[-3:]) / 3 > 0.8 and sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.3
