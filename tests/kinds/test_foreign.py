@@ -40,6 +40,32 @@ def test_a_classic_multi_turn_env_trains_in_its_own_venv(run_config, classic_pyt
     assert (episode["reward"] > 0) == bool(digits)  # the environment's own rubric, in its interpreter
 
 
+@pytest.mark.slow
+def test_a_classic_single_turn_and_a_tool_env_train_side_by_side(run_config, classic_python: str) -> None:
+    """Two environments of one interpreter, each with its own pool: a SingleTurnEnv with a weighted Rubric
+    (a parser, an async function reading state/info/task, a group function) and a ToolEnv."""
+    envs = [
+        {"id": CLASSIC, "name": "single", "args": {"kind": "single"}, "python": classic_python},
+        {"id": CLASSIC, "name": "tool", "args": {"kind": "tool"}, "python": classic_python},
+    ]
+    raw = run_config(max_steps=2, batch_size=16, rollouts_per_example=4, env=envs, sampling={"max_tokens": 8})
+    run = train(parse_config(raw))
+    assert valid_record(run.run_dir)["status"] == "succeeded"
+    rows = read_jsonl(run.run_dir / "metrics.jsonl")
+    assert [r["errored_rollouts"] for r in rows] == [0.0, 0.0]
+    assert max(abs(r["mismatch_kl"]) for r in rows) < 1e-4
+    episodes = [e for step in (1, 2) for e in read_jsonl(run.run_dir / "rollouts" / f"step_{step}.jsonl")]
+    single = [e for e in episodes if e["env"] == "single"]
+    tool = [e for e in episodes if e["env"] == "tool"]
+    assert single and tool  # seed 0 draws both
+    for e in single:  # exact 1.0, knows_state 0.5 (state, info and task reach it: 1 here), a group function
+        assert set(e["parts"]) == {"exact", "knows_state", "longest_of_group", "num_turns"}
+        assert e["parts"]["knows_state"] == 1.0 and e["parts"]["num_turns"] == 1.0
+        assert e["reward"] == pytest.approx(e["parts"]["exact"] + 0.5 + 0.25 * e["parts"]["longest_of_group"])
+    for e in tool:
+        assert {"digit_share", "total_tool_calls", "add_calls"} <= set(e["parts"]) and e["finish"] == "done"
+
+
 def test_a_classic_env_in_the_trainers_venv_is_refused_with_how_to_give_it_its_own(run_config) -> None:
     cfg = parse_config(run_config(env=[{"id": CLASSIC}]))
     assert kind_of(cfg.env[0]).name == "native"
