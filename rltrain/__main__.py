@@ -101,20 +101,14 @@ def _no_options(name: str, argv: list[str]) -> None:
 
 
 def cmd_envs(argv: list[str]) -> int:
-    from importlib.metadata import entry_points
-
     if argv[:1] == ["venv"]:  # an environment's own interpreter (rltrain/envs/venvs.py)
         from rltrain.envs.venvs import cmd_venv
 
         return cmd_venv(argv[1:])
     _no_options("envs", argv)
+    from rltrain.envs.catalog import print_catalog
 
-    from rltrain.envs.loader import ENTRY_POINT_GROUP, builtin_names
-
-    for name in builtin_names():
-        print(f"{name:24} built-in")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        print(f"{ep.name:24} entry point ({ep.value})")
+    print_catalog()
     return 0
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rltrain.config_openenv import OpenEnvConfig
+
 
 class ConfigError(ValueError):
     """A config problem, phrased as one line that names the field."""
@@ -55,13 +57,28 @@ class EnvConfig(_Model):
     """verifiers: let harnesses other than null (bash, mini-swe-agent...) run model commands here."""
     path: str | None = Field(None, examples=["environments/my_tasksets"])
     """A directory put on the import path of the run and its subprocesses (relative: to the cwd)."""
+    python: str | None = Field(None, examples=["~/.cache/rltrain/venvs/my-env-1a2b/bin/python"])
+    """The interpreter of the environment's own venv (`envs venv` prints it): its rows, rewards,
+    env_response and tools run in worker processes of that interpreter (classic verifiers 0.1.x)."""
+    openenv: OpenEnvConfig | None = None
+    """An OpenEnv server: `{url = ...}` (running) or `{path = ..., python = ...}` (started by the run)."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> EnvConfig:
-        if self.id is None and self.taskset is None:
-            raise ValueError("an [[env]] entry needs an id (or a verifiers taskset = {id = ...})")
+        if self.id is None and self.taskset is None and self.openenv is None:
+            raise ValueError(
+                "an [[env]] entry needs an id (or a verifiers taskset = {id = ...}, or openenv = {...})"
+            )
         if self.taskset is not None and not isinstance(self.taskset.get("id"), str):
             raise ValueError("taskset needs an id (the taskset's module, e.g. alphabet-sort-v1)")
+        if self.openenv is not None and (self.id is not None or self.taskset is not None):
+            raise ValueError("an [[env]] entry is an openenv server, or has an id or a taskset: not both")
+        if self.python is not None and self.openenv is not None:
+            raise ValueError("python: an OpenEnv server's interpreter goes in openenv = {path, python}")
+        if self.python is not None and self.taskset is not None:
+            raise ValueError(
+                "python: a verifiers 0.4 taskset runs in the trainer's venv (python is for 0.1.x)"
+            )
         return self
 
     @property
@@ -69,6 +86,8 @@ class EnvConfig(_Model):
         """The environment's name in metrics and records: `name`, else a file's stem, else the id."""
         if self.name:
             return self.name
+        if self.openenv is not None:
+            return self.openenv.label
         if self.taskset is not None and self.id is None:
             return str(self.taskset["id"])
         assert self.id is not None

@@ -122,6 +122,11 @@ def _pin(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path and Path(path).expanduser().exists() else path
 
 
+def _pin_python(path: str | None) -> str | None:
+    """An environment's interpreter made absolute, not resolved: a venv's python links out of its venv."""
+    return str(Path(path).expanduser().absolute()) if path and Path(path).expanduser().exists() else path
+
+
 def _pin_paths(cfg: Config, config_dir: Path) -> None:
     """A worker may run elsewhere: make the config's local paths absolute, resolved as `train` would."""
     from rltrain.config import ConfigError
@@ -134,6 +139,10 @@ def _pin_paths(cfg: Config, config_dir: Path) -> None:
         if entry.id is not None and entry.id.endswith(".py"):  # a taskset-only entry has no id
             entry.id = _pin(entry.id)
         entry.path = _pin(entry.path)
+        entry.python = _pin_python(entry.python)
+        if entry.openenv is not None:
+            entry.openenv.path = _pin(entry.openenv.path)
+            entry.openenv.python = _pin_python(entry.openenv.python)
     cfg.checkpoint_id = _pin(cfg.checkpoint_id)
 
 

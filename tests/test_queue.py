@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,21 @@ def test_kill_9_shows_failed_stale_and_resume_reopens_it(
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, 7))
     assert queue.lock_holder(run_dir) == os.getpid()  # the resuming process holds the run
     assert session.record.status == "succeeded"
+
+
+def test_submit_pins_environment_interpreters_without_leaving_their_venv(
+    submit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[[env]] python` and `openenv = {path, python}` made absolute; a venv's python (a link) kept as is."""
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
+    (tmp_path / "server").mkdir()
+    monkeypatch.chdir(tmp_path)
+    py = "venv/bin/python"
+    envs = [{"id": "digits", "python": py}, {"openenv": {"path": "server", "python": py}}]
+    cfg = parse_config(json.loads((submit("pins", env=envs) / "config.json").read_text()))
+    assert cfg.env[0].python == str(tmp_path / py) and cfg.env[1].openenv is not None
+    assert (cfg.env[1].openenv.path, cfg.env[1].openenv.python) == (
+        str(tmp_path / "server"),
+        str(tmp_path / py),
+    )

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rltrain.types",
             "rltrain.config",
             "rltrain.config_sections",
+            "rltrain.config_openenv",
             "rltrain.prime_rl",
             "rltrain.starter",
             "rltrain.models",

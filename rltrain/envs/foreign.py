@@ -101,12 +101,19 @@ class PoolRouter:
             groups.setdefault(pythons.get(spec.name), []).append(spec)
         self.pools = {py: WorkerPool(group, size, memory_limit_mb, python=py) for py, group in groups.items()}
         self.by_env = {spec.name: self.pools[pythons.get(spec.name)] for spec in specs}
-        self.size = size
+        self.size, self.memory_limit_mb = size, memory_limit_mb
+
+    def add(self, env_name: str, pool: WorkerPool) -> None:
+        """Send `env_name`'s calls to `pool` (one its environment brought: the worker that described it)."""
+        self.by_env[env_name] = pool
+
+    def _distinct(self) -> list[WorkerPool]:
+        return list({id(p): p for p in [*self.pools.values(), *self.by_env.values()]}.values())
 
     @property
     def failures(self) -> Counter[str]:
         total: Counter[str] = Counter()
-        for pool in self.pools.values():
+        for pool in self._distinct():
             total.update(pool.failures)
         return total
 
@@ -114,5 +121,5 @@ class PoolRouter:
         return self.by_env[env_name].call(env_name, method, *args, timeout_s=timeout_s)
 
     def close(self) -> None:
-        for pool in self.pools.values():
+        for pool in self._distinct():
             pool.close()

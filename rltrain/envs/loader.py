@@ -34,8 +34,9 @@ class EnvironmentLoadError(RuntimeError):
 
 
 CLASSIC_HINT = (
-    "it is a classic verifiers (0.1) environment: give it its own interpreter with `python -m rltrain "
-    "envs venv NAME -- 'verifiers<0.2' PACKAGE` and the printed `python = ...` in its [[env]]"
+    "it is a classic verifiers (0.1) environment: give it its own interpreter: `python -m rltrain envs "
+    "venv NAME -- 'verifiers<0.2' PACKAGE` makes one and prints the line for its [[env]]: "
+    'python = ".../bin/python"'
 )
 
 

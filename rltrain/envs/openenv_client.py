@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from rltrain.envs.base import Message, Row
 from rltrain.envs.openenv_server import ActionMapper, OpenEnvError, OpenEnvServer, observation_text
 
-Reply = Callable[[list[Message]], Awaitable[str]]  # the conversation so far -> the model's next reply
+# the conversation so far -> the model's next reply (None: the model cannot go on, its context is full)
+Reply = Callable[[list[Message]], Awaitable[str | None]]
 PROBE_LIMIT = 64  # sessions opened at start to find the server's capacity
 
 
@@ -75,7 +76,7 @@ class OpenEnvSession:
     async def __aenter__(self) -> OpenEnvSession:
         try:
             self.ws = await connect(self.ws_url, open_timeout=self.timeout_s, max_size=2**24)
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, WebSocketException) as err:
             raise OpenEnvError(f"OpenEnv server {self.url}: cannot open a session: {err}") from None
         return self
 
@@ -161,7 +162,7 @@ class EpisodeResult:
     step_rewards: list[float] = field(default_factory=list)
     invalid_replies: int = 0
     turns: int = 0
-    finish: str = "max_turns"  # done | max_turns | error
+    finish: str = "max_turns"  # done | max_turns | context | timeout | error
     error: str | None = None
 
 
@@ -225,32 +226,44 @@ class OpenEnvClient:
             self._limits[loop] = asyncio.Semaphore(self.capacity)
         return self._limits[loop]
 
-    async def run_episode(self, row: Row, reply: Reply) -> EpisodeResult:
-        """One episode of `row`: reset with its seed, then reply/step until done or max_turns. Raises
-        OpenEnvError for the server's failures (a CapacityError when it refuses the session)."""
-        seed = (row.info or {}).get("seed")
+    async def run_episode(self, row: Row, reply: Reply, timeout_s: float | None = None) -> EpisodeResult:
+        """One episode of `row`: reset with its seed, then reply/step until done or max_turns (or `reply`
+        gives None: finish "context"). `timeout_s` counts from the session's start (not the wait for a
+        free one): past it, finish "timeout" with an error. Raises OpenEnvError for the server's
+        failures (a CapacityError when it refuses the session)."""
         out = EpisodeResult(messages=[])
         async with self._slot(), self.session() as session:
-            first = self.first_message(await session.reset(seed, **self.spec.reset))
-            if first["content"] != row.prompt[-1]["content"]:
-                out.finish, out.error = (
-                    "error",
-                    f"reset(seed={seed}) gave another first observation than at start",
-                )
-                return out
-            while out.turns < self.spec.max_turns:
-                text = await reply([*row.prompt, *out.messages])
-                out.messages.append({"role": "assistant", "content": text})
-                out.turns += 1
-                result = await session.step(text)
-                out.invalid_replies += result.invalid
-                if result.reward is not None:
-                    out.step_rewards.append(result.reward)
-                if result.done:
-                    out.finish = "done"
-                    break
-                if out.turns < self.spec.max_turns:  # the last observation is never shown
-                    out.messages.append({"role": "user", "content": result.text})
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._play(session, row, reply, out)
+            except TimeoutError:
+                out.finish, out.error = "timeout", f"episode timed out after {timeout_s:g}s"
         rewards = out.step_rewards or [0.0]
         out.reward = sum(rewards) if self.spec.reward == "sum" else rewards[-1]
         return out
+
+    async def _play(self, session: OpenEnvSession, row: Row, reply: Reply, out: EpisodeResult) -> None:
+        seed = (row.info or {}).get("seed")
+        first = self.first_message(await session.reset(seed, **self.spec.reset))
+        if first["content"] != row.prompt[-1]["content"]:
+            out.finish, out.error = (
+                "error",
+                f"reset(seed={seed}) gave another first observation than at start",
+            )
+            return
+        while out.turns < self.spec.max_turns:
+            text = await reply([*row.prompt, *out.messages])
+            if text is None:
+                out.finish = "context"
+                return
+            out.messages.append({"role": "assistant", "content": text})
+            out.turns += 1
+            result = await session.step(text)
+            out.invalid_replies += result.invalid
+            if result.reward is not None:
+                out.step_rewards.append(result.reward)
+            if result.done:
+                out.finish = "done"
+                return
+            if out.turns < self.spec.max_turns:  # the last observation is never shown
+                out.messages.append({"role": "user", "content": result.text})

@@ -15,13 +15,25 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rltrain.config import ScoringConfig
 from rltrain.envs.base import Environment, Row
 from rltrain.envs.workers import CallFailed, EnvSpec, WorkerPool
 
 log = logging.getLogger("rltrain")
+
+
+class Pool(Protocol):
+    """Worker processes that run environment code by the environment's name: a WorkerPool, or a
+    PoolRouter (envs/foreign.py) over pools of other interpreters."""
+
+    size: int  # calls at once
+    memory_limit_mb: int
+
+    def call(self, env_name: str, method: str, *args: Any, timeout_s: float) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -38,7 +50,7 @@ def default_workers() -> int:
 
 @dataclass
 class Scorer:
-    pool: WorkerPool
+    pool: Pool
     timeout_s: float = 60.0
     error_reward: float = 0.0
     errors_by_kind: Counter[str] = field(default_factory=Counter)

@@ -7,10 +7,12 @@ The first kind whose `claims` accepts an entry loads it, so the more specific ki
 from __future__ import annotations
 
 from rltrain.config import EnvConfig
-from rltrain.kinds import native, verifiers
+from rltrain.kinds import foreign, native, openenv, verifiers
 from rltrain.kinds.base import EnvKind, Kind
 
 KINDS: tuple[Kind, ...] = (
+    openenv.KIND,
+    foreign.KIND,
     verifiers.KIND,
     native.KIND,  # last: every entry with an id
 )

@@ -39,7 +39,7 @@ class NativeEnv:
             return PromptLengths([len(bridge.encode(row.prompt)) for row in self.rows])
         return PromptLengths([len(encoder.encode(row.prompt)) for row in self.rows])
 
-    def worker_spec(self, name: str) -> EnvSpec:
+    def worker_spec(self, name: str) -> EnvSpec | None:
         return EnvSpec(name, self.env_id, self.args)
 
     def start_runner(self, ctx: RunnerContext) -> NativeRunner:
