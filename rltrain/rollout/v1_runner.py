@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Coroutine, Sequence
@@ -24,9 +25,11 @@ from rltrain.rollout.backend import RolloutBackend
 from rltrain.rollout.batcher import Batcher
 from rltrain.rollout.endpoint import TOKEN_VAR, Endpoint
 from rltrain.rollout.episodes import Episode, Part
+from rltrain.rollout.warm_python import WarmPython
 from rltrain.types import SamplingParams
 
 T = TypeVar("T")
+log = logging.getLogger("rltrain")
 MODEL_NAME = "rltrain-policy"
 
 
@@ -40,7 +43,9 @@ class V1Runner:
         self._thread.start()
         self._stack = contextlib.AsyncExitStack()
         self._serving: set[int] = set()
-        prepare_offline_harness()
+        self._warm = _warm_python(prepare_offline_harness())
+        if self._warm is not None:  # each turn's chat program: a fork of a warm interpreter
+            prepare_offline_harness(self._warm.interpreter)
         self.batcher = Batcher(backend)
         self.endpoint = Endpoint(self.batcher, MODEL_NAME, max_context)
         self._run(self._start())
@@ -117,6 +122,19 @@ class V1Runner:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
             os.environ.pop(TOKEN_VAR, None)
+            if self._warm is not None:
+                prepare_offline_harness()  # a later runner must not reach for this one's zygote
+                self._warm.close()
+
+
+def _warm_python(program: str) -> WarmPython | None:
+    """verifiers' null harness starts its chat program once per turn; an interpreter's start and
+    imports were ~90% of a v1 step (bench_v1_taskset). Without the warm one: plain interpreters."""
+    try:
+        return WarmPython([program])
+    except (OSError, RuntimeError) as err:
+        log.info("notice: harness programs start cold (%s)", err)
+        return None
 
 
 def _episode(vf_ep: Any, slot: EnvSlot, row: Row, group: int, member: int) -> Episode:
