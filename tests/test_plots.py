@@ -1,4 +1,4 @@
-"""Training curves: runs/<id>/curves.png at every checkpoint and at the end, and the overlay of several
+"""Training curves: runs/<id>/curves.png at checkpoints and at the end, and the overlay of several
 runs (`runs plot`, tested in tests/test_cli.py)."""
 
 from __future__ import annotations
