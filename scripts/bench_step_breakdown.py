@@ -87,13 +87,14 @@ class Timers:
     """Wall seconds per (thread kind, label); thread kind = the thread's name without its number."""
 
     def __init__(self) -> None:
-        self.total: dict[tuple[str, str], float] = defaultdict(float)
+        self.total: dict[tuple[str, str], float] = defaultdict(float)  # wall seconds
+        self.cpu: dict[tuple[str, str], float] = defaultdict(float)  # the calling thread's CPU seconds
         self.missing: list[str] = []
         self._lock = threading.Lock()
 
     def wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
@@ -101,6 +102,7 @@ class Timers:
                 kind = "main" if name == "MainThread" else name.rstrip("0123456789_-")
                 with self._lock:
                     self.total[(kind, label)] += time.perf_counter() - start
+                    self.cpu[(kind, label)] += time.thread_time() - cpu
 
         timed.__wrapped__ = fn  # type: ignore[attr-defined]
         return timed
@@ -135,8 +137,9 @@ class Timers:
         return True
 
     def snapshot(self) -> dict[tuple[str, str], float]:
+        """Wall seconds per (thread kind, label), and CPU seconds under ("cpu:" + kind, label)."""
         with self._lock:
-            return dict(self.total)
+            return dict(self.total) | {(f"cpu:{k}", lab): v for (k, lab), v in self.cpu.items()}
 
 
 def _import_all() -> None:
@@ -161,17 +164,24 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
             overrides.append("--max_async_level=0")
         cfg = load_config(args.config, overrides)
         cycles: list[dict[str, Any]] = []
-        last = [time.perf_counter(), time.process_time(), timers.snapshot()]
+        last = [time.perf_counter(), time.process_time(), time.thread_time(), timers.snapshot()]
 
-        def on_step(step: int, metrics: dict[str, Any]) -> None:
-            now, cpu, snap = time.perf_counter(), time.process_time(), timers.snapshot()
-            delta = {f"{k}/{lab}": v - last[2].get((k, lab), 0.0) for (k, lab), v in snap.items()}
-            keep = ("step_s", "rollout_s", "train_s", "sync_s")
-            cycles.append(
-                {"step": step, "cycle_s": now - last[0], "cycle_cpu_s": cpu - last[1], "timers": delta}
-                | {k: metrics.get(k) for k in keep}
+        def on_step(step: int, metrics: dict[str, Any]) -> None:  # on the trainer thread
+            now, cpu, mine, snap = (
+                time.perf_counter(),
+                time.process_time(),
+                time.thread_time(),
+                timers.snapshot(),
             )
-            last[:] = [now, cpu, snap]
+            delta = {f"{k}/{lab}": v - last[3].get((k, lab), 0.0) for (k, lab), v in snap.items()}
+            keep = ("step_s", "rollout_s", "train_s", "sync_s")
+            times = {
+                "cycle_s": now - last[0],
+                "cycle_cpu_s": cpu - last[1],
+                "cycle_thread_cpu_s": mine - last[2],
+            }
+            cycles.append({"step": step, "timers": delta} | times | {k: metrics.get(k) for k in keep})
+            last[:] = [now, cpu, mine, snap]
 
         profiler = None
         if args.profile:
@@ -182,7 +192,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         train(cfg, on_step=on_step)
         total = time.perf_counter() - start
-        tail = {f"{k}/{lab}": v - last[2].get((k, lab), 0.0) for (k, lab), v in timers.snapshot().items()}
+        tail = {f"{k}/{lab}": v - last[3].get((k, lab), 0.0) for (k, lab), v in timers.snapshot().items()}
         if profiler is not None:
             profiler.stop()
             Path(args.profile).write_text(profiler.output_html())
@@ -206,11 +216,28 @@ def exclusive(timers: dict[str, float]) -> dict[str, float]:
     """Trainer-thread ('main') and producer-side seconds per label, nested timers subtracted."""
     out: dict[str, float] = defaultdict(float)
     for key, value in timers.items():
-        kind, label = key.split("/", 1)
+        kind, label = key.rsplit("/", 1)
         children = NESTED.get(label, ())
         inner = sum(timers.get(f"{kind}/{c}", 0.0) for c in children)
         out[f"{kind}/{label}"] += value - inner
     return dict(out)
+
+
+def _trainer_thread(per_label: dict[str, float], prefix: str, cycle: float) -> dict[str, float]:
+    """The trainer thread's cycle: model time, the wait for its batch (async: the sampling ahead did
+    not hide), the timed rest, and what no timer covers (Python dispatch)."""
+    mine = {k.removeprefix(prefix): v for k, v in per_label.items() if k.startswith(prefix)}
+    model = sum(mine.get(m, 0.0) for m in MODEL)
+    covered = sum(mine.values())
+    timed = covered - model - mine.get("batch_wait", 0.0)
+    dispatch = cycle - covered
+    return {
+        "model_s": model,
+        "batch_wait_s": mine.get("batch_wait", 0.0),
+        "non_model_timed_s": timed,
+        "python_dispatch_s": dispatch,
+        "non_model_share": (timed + dispatch) / cycle if cycle else 0.0,
+    }
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -224,25 +251,17 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for key in {k for cc in cycles for k in exclusive(cc["timers"])}:
             labels[key].append(ex.get(key, 0.0))
     per_label = {k: statistics.fmean(v) for k, v in sorted(labels.items())}
-    main = {k.split("/", 1)[1]: v for k, v in per_label.items() if k.startswith("main/")}
-    model_main = sum(main.get(m, 0.0) for m in MODEL)
-    covered_main = sum(main.values())
-    dispatch = mean_cycle - covered_main
-    # on the trainer thread in async mode, batch_wait is the sampling ahead did not hide
-    other_main = covered_main - model_main - main.get("batch_wait", 0.0)
+    thread_cpu = statistics.fmean(c["cycle_thread_cpu_s"] for c in cycles)
     return {
         "steps_measured": len(cycles),
         "median_cycle_s": statistics.median(c["cycle_s"] for c in cycles),
         "mean_cycle_s": mean_cycle,
         "mean_cycle_cpu_s": statistics.fmean(c["cycle_cpu_s"] for c in cycles),
+        "mean_cycle_thread_cpu_s": thread_cpu,
         "per_label_mean_s": per_label,
-        "trainer_thread": {
-            "model_s": model_main,
-            "batch_wait_s": main.get("batch_wait", 0.0),
-            "non_model_timed_s": other_main,
-            "python_dispatch_s": dispatch,
-            "non_model_share": (other_main + dispatch) / mean_cycle,
-        },
+        "trainer_thread": _trainer_thread(per_label, "main/", mean_cycle),
+        # the trainer thread's own CPU: robust to machine load; torch's other threads are not in it
+        "trainer_thread_cpu": _trainer_thread(per_label, "cpu:main/", thread_cpu),
         "after_last_step_s": {k: v for k, v in exclusive(runs[0]["after_last_step"]).items() if v > 1e-4},
         "missing_timers": runs[0]["missing"],
     }
@@ -258,6 +277,13 @@ def report(result: dict[str, Any]) -> None:
             f"(CPU {s['mean_cycle_cpu_s'] * 1000:.1f} ms); non-model on the trainer thread "
             f"{t['non_model_share'] * 100:.1f}% (timed {t['non_model_timed_s'] * 1000:.1f} ms + dispatch "
             f"{t['python_dispatch_s'] * 1000:.1f} ms), batch wait {t['batch_wait_s'] * 1000:.1f} ms"
+        )
+        c = s["trainer_thread_cpu"]
+        print(
+            f"      trainer thread CPU {s['mean_cycle_thread_cpu_s'] * 1000:.1f} ms: "
+            f"model {c['model_s'] * 1000:.1f} ms, "
+            f"non-model {c['non_model_share'] * 100:.1f}% (timed {c['non_model_timed_s'] * 1000:.1f} ms + "
+            f"dispatch {c['python_dispatch_s'] * 1000:.1f} ms)"
         )
         for key, value in sorted(s["per_label_mean_s"].items(), key=lambda kv: -kv[1]):
             if value >= 5e-5:
