@@ -7,7 +7,8 @@ mcp: ~1 s of CPU each time; bench_v1_taskset). Here a server process ("zygote") 
 modules and compiles it once; the "interpreter" verifiers is given is a small launcher that hands the
 zygote its argv, working directory, environment and stdio, and waits. The zygote forks; the child
 becomes the program (new session, the launcher's stdio, `__name__ == "__main__"`) and reports its exit
-status. What verifiers sees is unchanged: a process with the program's output and exit code, whose
+status, and tells the zygote which modules it imported on the way, so the next forks have them too.
+What verifiers sees is unchanged: a process with the program's output and exit code, whose
 process group it may kill: the child watches its launcher and ends its own session with it. Signals
 the launcher receives (TERM, INT, HUP) are passed on. When the zygote is unreachable the launcher
 execs the real interpreter, as before.
@@ -34,6 +35,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+SOCKET = "zygote.sock"  # in the warm Python's folder
 LAUNCHER = """#!{python} -IS
 import json, os, signal, socket, struct, sys
 SOCKET, PYTHON = {socket!r}, {python!r}
@@ -135,7 +137,7 @@ def _as_original(env: dict[str, str], launcher_home: str) -> dict[str, str]:
 
 def _child(conn: socket.socket, fds: list[int], request: dict[str, Any], code: Any, home: str) -> None:
     """In the forked child: become the program, report its exit status, never return."""
-    status = 1
+    status, before = 1, set(sys.modules)
     try:
         os.setsid()  # its own session: ending it ends whatever the program started
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
@@ -179,7 +181,31 @@ def _child(conn: socket.socket, fds: list[int], request: dict[str, Any], code: A
             sys.stderr.flush()
         with contextlib.suppress(OSError):
             conn.sendall(struct.pack("!i", status))
+        _teach(home, sorted(set(sys.modules) - before - {"__main__"}))
         os._exit(status)
+
+
+def _teach(home: str, modules: list[str]) -> None:
+    """Tell the zygote what the program imported on the way (openai loads its API types lazily, on
+    first use): the next programs are forked with those loaded too."""
+    if not modules:
+        return
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(os.path.join(home, SOCKET))
+        body = json.dumps({"learn": modules}).encode()
+        s.sendall(struct.pack("!Q", len(body)) + body)
+
+
+def _learn(modules: list[str]) -> None:
+    """Import what a program imported. A module that starts a thread makes forking unsafe: then the
+    zygote ends, and launchers run programs on plain interpreters."""
+    import importlib
+
+    for name in modules:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    if threading.active_count() > 1:
+        os._exit(0)
 
 
 def serve(sock_path: str, home: str, scripts: list[str]) -> None:
@@ -202,6 +228,10 @@ def serve(sock_path: str, home: str, scripts: list[str]) -> None:
         fds: list[int] = []
         try:
             request, fds = _request(conn)
+            if "learn" in request:  # from a child that has run its program
+                conn.close()
+                _learn(list(request["learn"]))
+                continue
             code = _prepare(str(request["argv"][0]), codes)
         except Exception:  # a broken request: the launcher sees the hang-up and runs the program itself
             conn.close()
@@ -221,7 +251,7 @@ class WarmPython:
 
     def __init__(self, scripts: list[str]) -> None:
         self.home = tempfile.mkdtemp(prefix="rltrain-warm-")
-        sock = os.path.join(self.home, "zygote.sock")
+        sock = os.path.join(self.home, SOCKET)
         bin_dir = Path(self.home) / "bin"
         bin_dir.mkdir()
         self.interpreter = str(bin_dir / "python")
