@@ -5,7 +5,7 @@ asks for a number, then another; verifiers' `null` harness (its chat program) on
 runtime, against rltrain's token endpoint. `native`: the same conversation as an rltrain environment
 (`env_response` asks the second question; the same system prompts, messages and reward). Both: the
 tiny model, the `hf` backend, 8 rollouts of one task, 2 turns of <= 8 tokens, serial steps, so the
-step's sampling time is all episode time.
+step's sampling time is all episode time. One torch thread.
 
 For `v1`, timers split the episodes' wall time: the harness program's processes (one interpreter per
 turn: verifiers' null harness relaunches its chat program for every turn, on the conversation so far),
@@ -70,8 +70,12 @@ class Events:
 
     def __init__(self) -> None:
         self.spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.keyed: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
 
-    def wrap_async(self, owner: Any, name: str, kind: str) -> None:
+    def wrap_async(
+        self, owner: Any, name: str, kind: str, key: Callable[..., str | None] | None = None
+    ) -> None:
+        """`key(*args)`: which program a span belongs to (its secret), kept in `keyed`."""
         original = getattr(owner, name)
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
@@ -79,7 +83,11 @@ class Events:
             try:
                 return await original(*args, **kwargs)
             finally:
-                self.spans[kind].append((start, time.perf_counter()))
+                span = (start, time.perf_counter())
+                self.spans[kind].append(span)
+                label = key(*args) if key is not None else None
+                if label:
+                    self.keyed[kind][label] = span
 
         setattr(owner, name, timed)
 
@@ -95,9 +103,18 @@ class Events:
 
         setattr(owner, name, timed)
 
-    def take(self) -> dict[str, list[tuple[float, float]]]:
-        out, self.spans = dict(self.spans), defaultdict(list)
-        return out
+    def take(self) -> tuple[dict[str, list[tuple[float, float]]], dict[str, dict[str, tuple[float, float]]]]:
+        out, keyed = dict(self.spans), dict(self.keyed)
+        self.spans, self.keyed = defaultdict(list), defaultdict(dict)
+        return out, keyed
+
+
+def _program_secret(runtime: Any, argv: list[str], *rest: Any) -> str | None:
+    return next((a.split("=", 1)[1] for a in argv if a.startswith("--api-key=")), None)
+
+
+def _call_secret(server: Any, request: Any, dialect: Any) -> str | None:
+    return str(dialect.secret(request.headers))
 
 
 def instrument(events: Events) -> None:
@@ -111,12 +128,15 @@ def instrument(events: Events) -> None:
     try:
         from verifiers.v1.runtimes.subprocess import SubprocessRuntime
 
-        events.wrap_async(SubprocessRuntime, "run", "program")  # the harness program, turn by turn
+        events.wrap_async(SubprocessRuntime, "run", "program", _program_secret)  # the program, per turn
         events.wrap_async(SubprocessRuntime, "start", "runtime_start")
         events.wrap_async(SubprocessRuntime, "teardown", "runtime_teardown")
         from rltrain.rollout.v1_runner import V1Runner
 
         events.wrap_async(V1Runner, "_episodes", "episodes")
+        from verifiers.v1.interception.server import InterceptionServer
+
+        events.wrap_async(InterceptionServer, "handle_request", "intercept", _call_secret)  # its model call
     except ImportError:  # the native mode needs no verifiers
         pass
 
@@ -131,20 +151,25 @@ def _union(spans: list[tuple[float, float]]) -> float:
     return total
 
 
-def split(spans: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+def split(
+    spans: dict[str, list[tuple[float, float]]], keyed: dict[str, dict[str, tuple[float, float]]]
+) -> dict[str, float]:
     """One step's v1 episode time, by what was going on."""
     programs = sorted(spans.get("program", []))
     requests = sorted(spans.get("request", []))
-    # each program's first request: the interpreter's start-up and imports came before it
-    startup = []
-    for a, b in programs:
-        firsts = [r0 for r0, _ in requests if a <= r0 <= b]
-        if firsts:
-            startup.append(min(firsts) - a)
-    out = {
+    # per program (one turn), matched to its model call by its secret: launch -> the call reaches
+    # verifiers' interception server (interpreter start, imports, client set-up) -> the server answers
+    # (verifiers, its renderer, rltrain's endpoint: batching and the engine) -> the program has exited
+    phases: dict[str, list[float]] = defaultdict(list)
+    for secret, (a, b) in keyed.get("program", {}).items():
+        call = keyed.get("intercept", {}).get(secret)
+        if call is not None:
+            phases["launch_to_call_s"].append(call[0] - a)
+            phases["call_s"].append(call[1] - call[0])
+            phases["exit_after_answer_s"].append(b - call[1])
+    out = {f"{k}_mean": statistics.fmean(v) for k, v in phases.items()} | {
         "programs": float(len(programs)),
         "program_s_mean": statistics.fmean(b - a for a, b in programs) if programs else 0.0,
-        "launch_to_first_request_s_mean": statistics.fmean(startup) if startup else 0.0,
         "requests": float(len(requests)),
         "request_s_mean": statistics.fmean(b - a for a, b in requests) if requests else 0.0,
         "engine_calls": float(len(spans.get("engine", []))),
@@ -159,6 +184,11 @@ def split(spans: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
 
 
 def run_child(mode: str, steps: int) -> dict[str, Any]:
+    import torch
+
+    # one thread, the tiny model's best: two make every trainer step wait on a busy machine, and which
+    # mode that hit more decided the comparison
+    torch.set_num_threads(1)
     from rltrain.config import parse_config
     from rltrain.run import train
 
@@ -193,7 +223,7 @@ def run_child(mode: str, steps: int) -> dict[str, Any]:
             now = time.perf_counter()
             keep = ("step_s", "rollout_s", "train_s", "turns_mean", "output_tokens", "errored_rollouts")
             row = {"step": step, "cycle_s": now - last[0]} | {k: metrics.get(k) for k in keep}
-            per_step.append(row | {"split": split(events.take())})
+            per_step.append(row | {"split": split(*events.take())})
             last[0] = now
 
         train(cfg, on_step=on_step)
