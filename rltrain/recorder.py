@@ -16,6 +16,7 @@ from rltrain.distributed import Dist
 from rltrain.record import RunRecord, append_jsonl, truncate_jsonl
 
 CURVES_SPACING = 50.0  # during a run, curves are redrawn after at least 50x the last drawing's time
+FIRST_PLOT_S = 0.5  # the first drawing's cost, matplotlib's import included (~0.5 s of CPU here)
 
 
 @dataclass
@@ -46,8 +47,8 @@ class Recorder:
     writer: Any = None  # TensorBoard's SummaryWriter, when on
     _clock: float = field(default_factory=time.monotonic)
     _plotted_step: int | None = None  # the last step curves.png shows
-    _plotted_at: float = 0.0  # when it was drawn (monotonic clock)
-    _plot_s: float = 0.0  # how long that drawing took
+    _plotted_at: float = field(default_factory=time.monotonic)  # the last drawing (at first: the start)
+    _plot_s: float = FIRST_PLOT_S  # how long that drawing took
 
     @property
     def metrics_path(self) -> Path:
@@ -112,10 +113,10 @@ class Recorder:
 
     def write_curves(self) -> None:
         """runs/<id>/curves.png (main rank): at checkpoints and at the end of the run. Drawing takes
-        ~0.3 s of CPU: during the run, a checkpoint redraws only once the time since the last drawing
-        is CURVES_SPACING times what that drawing took (so at most ~2% of the run's time; on the tiny
-        demo, drawing at every checkpoint was a third of the trainer's time). A run's end always
-        draws, unless its final checkpoint just did."""
+        ~0.3 s of CPU (the first ~0.5 s): during the run, a checkpoint draws only once the time since
+        the last drawing (or the run's start) is CURVES_SPACING times what drawing takes, so at most
+        ~2% of the run's time (on the tiny demo, drawing at every checkpoint was a third of the
+        trainer's time). A run's end always draws, unless its final checkpoint just did."""
         step = self.last_metrics.get("step")
         if not self.dist.is_main or (step is not None and step == self._plotted_step):
             return

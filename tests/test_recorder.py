@@ -65,11 +65,15 @@ def test_finish_sets_status_and_error(tmp_path: Path) -> None:
 
 
 def test_curves_during_a_run_wait_out_fifty_times_their_drawing(tmp_path: Path) -> None:
+    """Drawing stays under ~2% of a run: a checkpoint draws only 50 drawings' time after the last."""
     rec = _recorder(tmp_path)
     rec.set_status("running")
     curves = tmp_path / "curves.png"
     rec.log_step(1, {"reward_mean": 0.5}, [])
-    rec.write_curves()  # the first drawing is never held back
+    rec.write_curves()  # a run just started: 50 first drawings' time has not passed
+    assert not curves.exists()
+    rec._plotted_at -= 50 * rec._plot_s
+    rec.write_curves()
     first = curves.stat().st_mtime_ns
     assert rec._plot_s > 0
     rec.log_step(2, {"reward_mean": 0.6}, [])
