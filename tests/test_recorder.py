@@ -62,3 +62,28 @@ def test_finish_sets_status_and_error(tmp_path: Path) -> None:
     rec.finish("cancelled", "stopped by SIGTERM")
     record = valid_record(tmp_path)
     assert record["status"] == "cancelled" and record["error"] == "stopped by SIGTERM"
+
+
+def test_curves_during_a_run_wait_out_fifty_times_their_drawing(tmp_path: Path) -> None:
+    """Drawing stays under ~2% of a run: a checkpoint draws only 50 drawings' time after the last."""
+    rec = _recorder(tmp_path)
+    rec.set_status("running")
+    curves = tmp_path / "curves.png"
+    rec.log_step(1, {"reward_mean": 0.5}, [])
+    rec.write_curves()  # a run just started: 50 first drawings' time has not passed
+    assert not curves.exists()
+    rec._plotted_at -= 50 * rec._plot_s
+    rec.write_curves()
+    first = curves.stat().st_mtime_ns
+    assert rec._plot_s > 0
+    rec.log_step(2, {"reward_mean": 0.6}, [])
+    rec.write_curves()  # a checkpoint right after: too soon
+    assert curves.stat().st_mtime_ns == first
+    rec._plotted_at -= 50 * rec._plot_s  # as if 50 drawings' time had passed
+    rec.write_curves()
+    second = curves.stat().st_mtime_ns
+    assert second != first
+    rec.log_step(3, {"reward_mean": 0.7}, [])
+    rec.finish("succeeded")
+    rec.write_curves()  # the run's end draws its last step however soon
+    assert curves.stat().st_mtime_ns != second

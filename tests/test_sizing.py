@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from rltrain.config import parse_config
-from rltrain.orchestrator.sizing import kv_bytes_per_token
+from rltrain.orchestrator.sizing import kv_bytes_per_token, kv_cache_tokens
 from rltrain.orchestrator.spec import resolve
 from rltrain.record import read_jsonl
 from rltrain.run import train
@@ -72,3 +72,15 @@ def test_kv_cache_bytes_per_token() -> None:
         layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
     )  # fmt: skip
     assert kv_bytes_per_token(hybrid, dtype_bytes=2) == 2 * 1 * 2 * 64 * 2  # only attention layers cache K/V
+
+
+def test_the_cpu_kv_cache_holds_every_rollout_in_whole_blocks(run_config) -> None:
+    """vLLM gives each sequence whole 128-token blocks and keeps block 0 empty: sized per token, a
+    64-token context held 17 of 32 rollouts, and the step sampled in two waves (issue 29)."""
+    assert kv_cache_tokens(32, 64) == (32 + 1) * 128
+    assert kv_cache_tokens(32, 200) == (2 * 32 + 1) * 128  # two blocks per sequence
+    cfg = parse_config(run_config(batch_size=32, sampling={"max_tokens": 24}, rollout={"backend": "vllm"}))
+    sizing = resolve(cfg).sizing
+    tiny = SimpleNamespace(num_hidden_layers=2, num_key_value_heads=2, head_dim=64, num_attention_heads=4)
+    blocks = sizing.kv_cache_bytes // (128 * kv_bytes_per_token(tiny, dtype_bytes=4))
+    assert sizing.max_model_len == 64 and blocks - 1 >= 32

@@ -155,8 +155,9 @@ def _resolve_key(config: Any) -> str:
     return _KEYS.get(config.api_key_var) or str(_original[0](config))
 
 
-def prepare_offline_harness() -> None:
-    """Run verifiers' bundled chat program (the null and bash harnesses) on this interpreter.
+def prepare_offline_harness(interpreter: str | None = None) -> str:
+    """Run verifiers' bundled chat program (the null and bash harnesses) on this interpreter (or on
+    `interpreter`, a stand-in for it); returns the program's path.
 
     verifiers prepares it with `uv sync --script`, which needs uv and PyPI in every new process (it
     forces UV_OFFLINE off). Every package the program needs is a verifiers dependency, already here.
@@ -170,7 +171,8 @@ def prepare_offline_harness() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.read_bytes() != data:
         path.write_bytes(data)
-    SubprocessRuntime._interpreters[str(path)] = sys.executable
+    SubprocessRuntime._interpreters[str(path)] = interpreter or sys.executable
+    return str(path)
 
 
 class V1Env:

@@ -33,6 +33,7 @@ from rltrain.envs.verifiers_v1 import V1Env, hand_key, load_v1, prepare_offline_
 from rltrain.kinds.base import EnvSlot, Item, Kind, PromptLengths, RunnerContext
 from rltrain.rollout.episodes import Episode, Part
 from rltrain.rollout.prompting import PromptEncoder
+from rltrain.rollout.warm_python import WarmPython
 from rltrain.types import SamplingParams
 
 T = TypeVar("T")
@@ -102,7 +103,9 @@ class V1Runner:
         self._serving: set[int] = set()
         self._logged: set[str] = set()
         self._in_flight: set[concurrent.futures.Future[Any]] = set()
-        prepare_offline_harness()
+        self._warm = _warm_python(prepare_offline_harness())
+        if self._warm is not None:  # each turn's chat program: a fork of a warm interpreter
+            prepare_offline_harness(self._warm.interpreter)
         self.batcher = Batcher(backend)
         self.endpoint = Endpoint(self.batcher, MODEL_NAME, max_context, len(ctx.encoder.tokenizer))
         self._run(self._start())
@@ -214,6 +217,19 @@ class V1Runner:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
             hand_key(self.token_var, None)
+            if self._warm is not None:
+                prepare_offline_harness()  # a later runner must not reach for this one's zygote
+                self._warm.close()
+
+
+def _warm_python(program: str) -> WarmPython | None:
+    """verifiers' null harness starts its chat program once per turn; an interpreter's start and
+    imports were ~90% of a v1 step (bench_v1_taskset). Without the warm one: plain interpreters."""
+    try:
+        return WarmPython([program])
+    except (OSError, RuntimeError) as err:
+        log.info("notice: harness programs start cold (%s)", err)
+        return None
 
 
 def _episode(

@@ -4,7 +4,8 @@ A real model's own context (8192 for SmolLM2) is far more than an RL run on shor
 vLLM sizes its KV cache for it: on a small machine the engine then fails at start. So the default
 `max_model_len` is what the run needs, capped by the model's limit: the longest prompt (after the chat
 template) plus `max_tokens`, or for multi-turn environments the episode's budget. The CPU KV cache is
-sized to hold `max_inflight_rollouts` (else the step's rollouts) sequences of that length.
+sized to hold `max_inflight_rollouts` (else the step's rollouts) sequences of that length, in vLLM's
+whole blocks.
 
 `seq_len` (prime-rl's name) caps prompt + completion: longer prompts are dropped from the data with a
 count, as prime-rl filters them. Without it, a prompt that cannot fit the model is an error that names
@@ -25,6 +26,7 @@ from rltrain.rollout.prompting import PromptEncoder
 log = logging.getLogger("rltrain")
 ENV_TURN_ALLOWANCE = 128  # tokens allowed per environment answer between two assistant turns
 ROUND = 64
+CPU_KV_BLOCK = 128  # vLLM 0.32's KV block size on CPU (vllm/platforms/cpu.py), unless a block_size is set
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,16 @@ def plan(cfg: Config, slots: list[EnvSlot], encoder: PromptEncoder, model_config
     return Sizing(length, _kv_cache_bytes(cfg, model_config, length), dropped)
 
 
+def kv_cache_tokens(inflight: int, length: int, block: int = CPU_KV_BLOCK) -> int:
+    """KV-cache slots for `inflight` sequences of up to `length` tokens. vLLM gives each sequence whole
+    blocks, and block 0 is its null block: sized per token instead, a 64-token context on CPU's
+    128-token blocks held half the sequences, and a 32-rollout step ran in two waves (issue 29)."""
+    return (math.ceil(length / block) * inflight + 1) * block
+
+
 def _kv_cache_bytes(cfg: Config, model_config: Any, length: int) -> int:
     if cfg.rollout.cpu_kv_cache_gib is not None:
         return int(cfg.rollout.cpu_kv_cache_gib * 2**30)
     dtype_bytes = 2 if cfg.run.dtype in ("bfloat16", "float16") else 4
     inflight = cfg.max_inflight_rollouts or cfg.batch_size
-    # + one spare sequence: vLLM's blocks are allocated in whole pages per sequence
-    return int(kv_bytes_per_token(model_config, dtype_bytes) * length * (inflight + 1) * 1.1)
+    return int(kv_bytes_per_token(model_config, dtype_bytes) * kv_cache_tokens(inflight, length) * 1.1)

@@ -141,6 +141,19 @@ class VLLMBackend(BackendBase):
             knobs = "rollout.gpu_memory_utilization, rollout.max_model_len, rollout.tensor_parallel_size"
         return f"vLLM engine failed to start ({_short(err)}); check {knobs}, or rollout.backend = 'hf'"
 
+    @property
+    def kv_sequences(self) -> int | None:
+        """How many sequences of the full context the KV cache holds at once (vLLM gives each sequence
+        whole blocks and keeps one null block). Fewer than a step's rollouts: it samples in waves."""
+        if self.llm is None:
+            return None
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        blocks, size = cache.num_gpu_blocks, cache.block_size
+        length = self.engine_kwargs.get("max_model_len") or self.llm.llm_engine.model_config.max_model_len
+        if not blocks or not size or not length:
+            return None  # multi-process engine: its blocks are counted in the engine's process
+        return int((blocks - 1) // -(-length // size))
+
     # -- sampling -------------------------------------------------------------------------------------
 
     def _vllm_params(self, sampling: SamplingParams, n: int, seed: int | None) -> Any:

@@ -103,6 +103,13 @@ def test_generate_shapes(backend: VLLMBackend) -> None:
     assert {"startup_s", "generate_s", "adapter_load_s"} <= backend.timings.keys()
 
 
+def test_kv_cache_counts_whole_blocks_per_sequence(backend: VLLMBackend) -> None:
+    """64 MiB of fp32 K and V for the tiny model (2 layers x 2 KV heads x 64 dims x 2 x 4 bytes = 2,048
+    bytes a token) is 256 blocks of 128 tokens; one is vLLM's null block, a 256-token sequence takes two
+    (the assumption rltrain.orchestrator.sizing.kv_cache_tokens sizes the CPU cache by)."""
+    assert backend.kv_sequences == (256 - 1) // 2
+
+
 def test_completions_carry_the_engine_weight_version(backend: VLLMBackend, adapters: dict[str, Path]) -> None:
     """The version comes from vLLM's own label (update_weight_version -> weight_versions spans)."""
     for adapter in (None, adapters["a"]):
