@@ -66,8 +66,12 @@ def translate(
     for role in roles:
         notices += _agent_defaults(raw.setdefault(role, {}), role, role in pinned)
         harness = raw[role].get("harness") or {}
-        if harness.get("id") not in (None, *SAFE_HARNESSES) and _local(raw[role]) and not allow_bash:
-            raise ValueError(_refusal(harness["id"], role))  # before loading anything: the entry says so
+        if harness.get("id") not in (None, *SAFE_HARNESSES) and _local(raw[role]):
+            if not allow_bash:
+                raise ValueError(_refusal(harness["id"], role))  # before loading anything: the entry says so
+            notices.append(
+                f"allow_bash: harness {harness['id']!r} ({role}) may run the model's commands on this machine"
+            )
     return raw, notices
 
 

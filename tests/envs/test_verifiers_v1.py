@@ -29,7 +29,8 @@ def test_prime_template_shape_is_translated_with_notices() -> None:
         "taskset": {"id": "t"},
         "agent": {"harness": {"id": "bash"}, "runtime": {"type": "subprocess"}},
     }
-    assert len(notices) == 2 and "agent.harness" in notices[0] and "'bash'" in notices[1]
+    assert len(notices) == 3 and "agent.harness" in notices[0] and "'bash'" in notices[1]
+    assert notices[2] == "allow_bash: harness 'bash' (agent) may run the model's commands on this machine"
     plain, none = translate({"taskset": {"id": "t"}}, allow_bash=False)
     assert plain["agent"] == {"harness": {"id": "null"}, "runtime": {"type": "subprocess"}} and not none
     docker, _ = translate(
