@@ -7,6 +7,7 @@ once, and usage that is the sum of the logged steps (nothing counted twice)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,21 @@ def final_problems(run_dir: Path, max_steps: int, ref: Path | None, exact: bool 
     if a.keys() != b.keys() or max(float((a[k] - b[k]).abs().max()) for k in a) > 1e-5:
         problems.append("final adapter differs from the reference run")
     return problems
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, waiting to be reaped
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def survivors(pid_dir: Path, within: float = 10.0) -> list[str]:
+    """Each process an environment ran (`<kind>-<pid>` files in `pid_dir`) still alive `within` seconds
+    after its run ended or was killed: none may be."""
+    pids = {int(p.name.rsplit("-", 1)[1]): p.name for p in pid_dir.glob("*-*")} if pid_dir.is_dir() else {}
+    deadline = time.monotonic() + within
+    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [f"{pids[p]} still alive {within:.0f} s after its run ended" for p in alive]

@@ -17,6 +17,15 @@ status cancelled, exit 0) instead of SIGKILL. `--max-async-level 1` runs the pro
 then samples its first batch afresh, so the runs are compared on the same prompts in the same order,
 not value for value (scripts/fault_checks.py). Prints a summary and writes it as JSON; exits 1 on any
 failure.
+
+`--multi-turn` runs a hostile multi-turn environment instead of the demo (scripts/hostile_env.py): by
+a hash of the conversation, its answer to a turn hangs past the turn timeout, floods 1 MB of text,
+raises, starts a `sleep` child that outlives the turn, or answers with malformed and deeply nested
+tool-call markup or content a chat template cannot render. Each of those may cost its episode, never
+the step or the run. Every process the environment ran (its workers and their children) records its
+pid; after every kill, and after every finished trial, each must be gone within seconds. The runs are
+compared as async ones are: a hang takes its turn timeout while other episodes go on, so which turns
+are sampled together (and so their numerics) depends on timing, even between two uninterrupted runs.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fault_checks import final_problems, kill_problems, phase  # scripts/, next to this file
+from fault_checks import final_problems, kill_problems, phase, survivors  # scripts/, next to this file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # check with this checkout's rltrain, the one the runs use (cwd=REPO)
@@ -49,13 +58,34 @@ def launch(args: argparse.Namespace, run_id: str, log: Path) -> subprocess.Popen
     if (run_dir / "run.json").exists():
         cmd += ["--resume", str(run_dir)]
     else:
-        cmd += ["--config", str(DEMO), "--rollout.backend", "hf", "--max_steps", str(args.max_steps)]
+        cmd += ["--config", str(args.config), "--rollout.backend", "hf", "--max_steps", str(args.max_steps)]
         cmd += ["--checkpoints.interval", str(args.interval), "--run.id", run_id]
         cmd += ["--run.output_dir", str(args.out), "--run.progress", "false"]
         cmd += ["--max_async_level", str(args.max_async_level)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with log.open("ab") as f:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def hostile_config(out: Path) -> Path:
+    """The hostile environment's run config (its pids go to OUT/pids), beside the trials' runs."""
+    import tomli_w
+
+    (out / "pids").mkdir(exist_ok=True)
+    env = out / "hostile_env.py"
+    env.write_text((REPO / "scripts" / "hostile_env.py").read_text().replace("PIDS_DIR", str(out / "pids")))
+    cfg = {
+        "model": "builtin:tiny",
+        "env": [{"id": str(env)}],
+        "batch_size": 8,
+        "rollouts_per_example": 4,
+        "learning_rate": 1e-2,
+        "sampling": {"max_tokens": 8},
+        "scoring": {"workers": 2, "turn_timeout_s": 2.0, "episode_timeout_s": 30.0, "max_env_chars": 512},
+    }
+    path = out / "hostile.toml"
+    path.write_text(tomli_w.dumps(cfg))
+    return path
 
 
 def wait_until_open(proc: subprocess.Popen[bytes], run_dir: Path) -> None:
@@ -115,6 +145,7 @@ def run_launch(
             rc = proc.wait(timeout=args.timeout)
             out["kills"].append({"at": round(delay, 2), "phase": phase(run_dir, args.max_steps)})
             out["problems"] += kill_problems(run_dir) + (interrupt_problems(run_dir, rc) if ctrl_c else [])
+            out["problems"] += survivors(args.out / "pids")
             return True
         out["kills"].append({"at": round(delay, 2), "phase": "after the process had exited"})
     if proc.wait(timeout=args.timeout) != 0:
@@ -146,8 +177,9 @@ def trial(args: argparse.Namespace, name: str, rng: random.Random, active_s: flo
         finally:
             if proc.poll() is None:  # interrupted harness: leave no training process behind
                 proc.kill()
-    ref, exact = args.out / "reference", args.max_async_level == 0
+    ref, exact = args.out / "reference", args.max_async_level == 0 and not args.multi_turn
     out["problems"] += final_problems(args.out / out["id"], args.max_steps, ref, exact)
+    out["problems"] += survivors(args.out / "pids")
     return out
 
 
@@ -163,7 +195,7 @@ def summarize(
             "python": platform.python_version(),
         },
         "setup": {
-            "config": "configs/demo.toml",
+            "config": "scripts/hostile_env.py" if args.multi_turn else "configs/demo.toml",
             "max_steps": args.max_steps,
             "checkpoint_interval": args.interval,
             "max_async_level": args.max_async_level,
@@ -196,9 +228,11 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one uninterrupted launch may take")
     p.add_argument("--out", type=Path, help="working directory (default: a new temp dir)")
     p.add_argument("--summary", type=Path, help="summary JSON (default: OUT/summary.json)")
+    p.add_argument("--multi-turn", action="store_true", help="a hostile multi-turn environment, not the demo")
     args = p.parse_args()
     args.out = (args.out or Path(tempfile.mkdtemp(prefix="rltrain-faults-"))).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
+    args.config = hostile_config(args.out) if args.multi_turn else DEMO
     t0 = time.monotonic()
     # The first run on a machine is slower (cold caches): time a second one too, and keep the faster.
     active_s = min(reference(args, "warmup"), reference(args))

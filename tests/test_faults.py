@@ -42,3 +42,15 @@ def test_kill_9_and_ctrl_c_with_the_producer_running(tmp_path: Path) -> None:
     result = _inject(tmp_path, args.split())
     assert result["trials"] == result["succeeded_and_exact"] == 5 and not result["failures"]
     assert result["setup"]["max_async_level"] == 1
+
+
+@pytest.mark.slow
+def test_a_hostile_multi_turn_environment_killed_mid_episode_leaves_no_process(tmp_path: Path) -> None:
+    """scripts/hostile_env.py: turns that hang, flood, raise, fork `sleep` children, nest tool-call
+    markup or send unrenderable content; SIGKILL at random instants (mostly mid-episode) and Ctrl-C.
+    Each trial ends succeeded with a valid record, and no worker or child of any run survives it."""
+    args = "--multi-turn --trials 2 --checkpoint-kills 1 --interrupts 1 --max-steps 4 --seed 1"
+    result = _inject(tmp_path, args.split())
+    assert result["trials"] == result["succeeded_and_exact"] == 4 and not result["failures"]
+    pids = [p.name.split("-")[0] for p in (tmp_path / "runs" / "pids").iterdir()]
+    assert "child" in pids and "worker" in pids  # the faults ran: children were started, and are gone
