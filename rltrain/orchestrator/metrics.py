@@ -37,6 +37,7 @@ def rollout_metrics(
     out = {
         "reward_mean": mean,
         "reward_std": (sum((r - mean) ** 2 for r in rewards) / n) ** 0.5,
+        "reward_max": max(rewards, default=0.0),  # the guards: has every completion the best reward?
         "completion_len_mean": sum(r["completion_tokens"] for r in records) / n,
         "truncated_frac": sum(r["finish"] in ("length", "context") for r in records) / n,
         "errored_rollouts": float(sum(errored.values())),
