@@ -235,6 +235,8 @@ def _load(entry: EnvConfig) -> VerifiersEnv:
 
 
 KIND = Kind("verifiers", claims=lambda entry: entry.taskset is not None, load=_load)
+
+
 def _error_line(error: Any, env: Any) -> str:
     """The error's type and message: a closed connection alone does not say why it closed."""
     line = f"{error.type}: {error.message}" if error.message else str(error.type)
