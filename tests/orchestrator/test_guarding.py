@@ -5,6 +5,7 @@ healthy run, fires none. The signals' logic on synthetic streams: tests/guards/t
 from __future__ import annotations
 
 import logging
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,11 @@ def _env(name: str) -> list[dict[str, str]]:
 def _events(rows: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
     """(step, signal, action) of every guard event in metrics.jsonl."""
     return [(r["step"], e["signal"], e["action"]) for r in rows for e in r.get("guards", [])]
+
+
+def _strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without their timings (which no two runs share)."""
+    return [{k: v for k, v in r.items() if not k.endswith(("_s", "tok_s"))} for r in rows]
 
 
 def _adapter(checkpoint: str | Path) -> dict[str, Any]:
@@ -79,6 +85,38 @@ def test_a_length_paying_reward_is_rolled_back_then_stopped(run_config, caplog) 
     assert any(m.startswith("guard truncation (rollback): truncated_frac") for m in logged)
     assert any("rolled back to step_" in m and "learning rate now 0.005" in m for m in logged)
     assert (run.run_dir / "curves.png").is_file()
+
+
+def test_a_resumed_run_remembers_its_rollbacks(run_config, tmp_path: Path) -> None:
+    """Pruning keeps what a rollback may need; and serially a resume is exact: resumed from the
+    checkpoint before the stopping step, with a failing streak under way, the run repeats that step
+    and stops there, its one rollback spent (the guards' state came from the checkpoint)."""
+    guard = {"signal": "truncation", "action": "rollback", "window": 2, "max_rollbacks": 1}
+    cfg = parse_config(
+        run_config(
+            max_steps=16,
+            env=_env("pays_length"),
+            sampling={"max_tokens": 32},
+            checkpoints={"interval": 1, "keep_last": 2},
+            guards=[guard],
+            run__id="full",
+        )
+    )
+    full = train(cfg).run_dir
+    rows = read_jsonl(full / "metrics.jsonl")
+    (_, first), (stop, last) = [(r["step"], e) for r in rows for e in r.get("guards", [])]
+    assert first["action"] == "rollback" and rows[-1]["step"] == stop
+    kept = sorted(int(p.name[5:]) for p in (full / "checkpoints").iterdir())
+    # keep_last 2, and the newest before the weights that sampled the last streak's first row
+    assert kept == [last["onset"] - 2, stop - 1, stop]
+    copy = tmp_path / "runs" / "copy"
+    shutil.copytree(full, copy)
+    shutil.rmtree(copy / "checkpoints" / f"step_{stop}")
+    (copy / ".lock").unlink()
+    resumed = train(cfg, resume=copy)
+    assert _strip(read_jsonl(copy / "metrics.jsonl")) == _strip(rows)
+    assert resumed.record.status == "failed" and "already rolled back 1 times" in resumed.record.data["error"]
+    assert [e["step"] for e in valid_record(copy)["metrics"]["guard_events"]] == [first["step"], stop]
 
 
 @pytest.mark.parametrize(
