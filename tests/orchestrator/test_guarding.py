@@ -201,3 +201,27 @@ def test_the_demo_fires_no_guard(tmp_path: Path) -> None:
     rows = read_jsonl(run.run_dir / "metrics.jsonl")
     assert valid_record(run.run_dir)["status"] == "succeeded"
     assert _events(rows) == [] and rows[-1]["reward_mean"] > rows[0]["reward_mean"] + 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_rollback_reaches_the_vllm_engine(run_config) -> None:
+    """With vLLM the restored adapter is loaded again under the same version number (a new LoRA id):
+    the step after the rollback is sampled with it, so the trainer and the engine agree (a sampler
+    still on the abandoned weights would be several updates away: a KL of 0.1 or more)."""
+    pytest.importorskip("vllm")
+    guard = {"signal": "truncation", "action": "rollback", "window": 2, "max_rollbacks": 1}
+    cfg = run_config(
+        max_steps=8,
+        env=_env("pays_length"),
+        sampling={"max_tokens": 32},
+        checkpoints={"interval": 1},
+        rollout={"backend": "vllm"},
+        guards=[guard],
+    )
+    run = train(parse_config(cfg))
+    rows = read_jsonl(run.run_dir / "metrics.jsonl")
+    step = next(r["step"] for r in rows if r.get("guard_decision", {}).get("action") == "rollback")
+    after = rows[step]
+    assert after["step"] == step + 1 and after["lr"] == pytest.approx(5e-3)
+    assert abs(after["mismatch_kl"]) < 1e-3 and after["is_ratio_max"] < 1.01
