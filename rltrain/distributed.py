@@ -148,6 +148,10 @@ class Dist:
         self._wait(td.all_gather(out, padded, group=self._group, async_op=True))
         return [pickle.loads(o[: int(s.item())].numpy().tobytes()) for o, s in zip(out, sizes, strict=True)]
 
+    def from_main(self, obj: T) -> T:
+        """The main rank's `obj` on every rank (a decision only the main rank can take)."""
+        return self.all_gather(obj)[0] if self.enabled else obj
+
     def all_done(self, mine: bool) -> bool:
         """True on every rank once every rank is done (lockstep decoding with a sharded model)."""
         return not self.any(not mine)

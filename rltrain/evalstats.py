@@ -166,9 +166,17 @@ def _cell(e: Estimate) -> str:
     return f"{e.value:.3f} [{e.lo:.3f}, {e.hi:.3f}]"
 
 
+def _short(name: str, width: int = 24) -> str:
+    """A column heading: a long path keeps its last whole components (the full names head the table)."""
+    if len(name) <= width:
+        return name
+    tail = name[-(width - 1) :]
+    return "…" + (tail[tail.find("/") :] if "/" in tail else tail)
+
+
 def comparison_table(results: dict[str, Comparison], names: tuple[str, str] = ("a", "b")) -> str:
     """One line per environment: each side's avg with its interval, the difference, and p."""
-    a, b = (n[-24:] for n in names)
+    a, b = (_short(n) for n in names)
     lines = [f"{'environment':24} {'n':>4}  {a:>24}  {b:>24}  {'a - b':>24}  {'p':>6}"]
     for env, c in results.items():
         cells = f"{_cell(c.a):>24}  {_cell(c.b):>24}  {_cell(c.diff):>24}"

@@ -44,6 +44,8 @@ class Recorder:
     usage: Usage = field(default_factory=Usage)
     checkpoints: list[str] = field(default_factory=list)
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    # kept in the record's metrics beside the latest row's (the guards' events of the whole run)
+    run_metrics: dict[str, Any] = field(default_factory=dict)
     writer: Any = None  # TensorBoard's SummaryWriter, when on
     loggers: list[Any] = field(default_factory=list)  # rltrain.wandb_log.StepLogger, main rank only
     _clock: float = field(default_factory=time.monotonic)
@@ -100,7 +102,8 @@ class Recorder:
     def save(self, durable: bool = False) -> None:
         if self.dist.is_main:
             usage = self.usage.as_record(self.price_per_device_hour, devices=self.dist.world)
-            self.record.update(self.last_metrics, usage, self.checkpoints, durable=durable)
+            metrics = {**self.last_metrics, **self.run_metrics}
+            self.record.update(metrics, usage, self.checkpoints, durable=durable)
 
     def set_status(self, status: str, error: str | None = None) -> None:
         if self.dist.is_main:

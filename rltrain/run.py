@@ -6,7 +6,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from rltrain import checkpoint as ckpt
 from rltrain.config import Config, settle_auto
 from rltrain.distributed import Dist, RankAborted
 from rltrain.orchestrator.evals import due
+from rltrain.orchestrator.guarding import LoopGuards
 from rltrain.orchestrator.prompts import PromptSampler
 from rltrain.orchestrator.setup import Engine, build_engine, latest_for_resume, make_source, start_policy
 from rltrain.orchestrator.shares import StepRollouts
@@ -41,6 +42,10 @@ class RunContext:
     resume_from: Path | None  # the checkpoint to continue from
     on_step: StepCallback | None = None
     engine: Engine | None = None  # once built: closed on every exit path
+    guards: LoopGuards = field(init=False)  # they watch each step: warn, stop, or roll back
+
+    def __post_init__(self) -> None:
+        self.guards = LoopGuards(self.cfg.guards, self.recorder, self.cfg.async_level)
 
 
 def train(
@@ -105,6 +110,7 @@ def _setup(
     policy, state = start_policy(spec, rec, run.resume_from, device)
     if state is not None:
         sampler.load_state_dict(state["sampler"])
+        run.guards.load_state_dict(state)
     live = rec.run_dir / "adapters" / "live"  # eval-only environments follow the training ones
     return build_engine(spec, policy, live_dir=live, dist=rec.dist), policy.version
 
@@ -125,9 +131,18 @@ def _checkpoint(run: RunContext, engine: Engine, position: dict[str, int], step:
     if rec.checkpoints and rec.checkpoints[-1].endswith(f"step_{step}"):
         return
     rec.tick()
-    extra = {"sampler": position, **rec.state_dict()}
+    extra = {"sampler": position, **rec.state_dict(), **run.guards.state_dict()}
+    keep = run.cfg.checkpoints
+    new = str(rec.run_dir / "checkpoints" / f"step_{step}")
     path = ckpt.save(
-        rec.run_dir, step, engine.policy, extra, dist=rec.dist, keep_last=run.cfg.checkpoints.keep_last
+        rec.run_dir,
+        step,
+        engine.policy,
+        extra,
+        dist=rec.dist,
+        keep_last=keep.keep_last,
+        keep_best=keep.keep_best,
+        protect=run.guards.protect([*rec.checkpoints, new]),
     )
     kept = {str(p) for p in ckpt.complete_checkpoints(rec.run_dir)} | {str(path)}
     rec.checkpoints = [c for c in rec.checkpoints if c in kept] + [str(path)]
@@ -178,6 +193,7 @@ def _loop(run: RunContext, device: torch.device) -> None:
     here = dist.is_main or engine.backend.collective
     try:
         if start == 0 and (base := _evals(cfg, source, 0, engine.prompting.sampling(0), here)):
+            run.guards.baseline(base)
             rec.log_step(0, base, [])  # the base model, before any update
         step = _steps(run, engine, source, start, first_sync)
     except BaseException:
@@ -189,9 +205,12 @@ def _loop(run: RunContext, device: torch.device) -> None:
         _checkpoint(run, engine, source.position, step)
     engine.close()
     stopped = dist.any(run.stop.requested)  # every rank must join this collective
-    rec.finish(
-        "cancelled" if stopped else "succeeded", f"stopped by {run.stop.signal_name}" if stopped else None
-    )
+    if run.guards.stopped is not None:  # a guard stopped it: failed, naming the signal and numbers
+        rec.finish("failed", run.guards.stopped)
+    else:
+        rec.finish(
+            "cancelled" if stopped else "succeeded", f"stopped by {run.stop.signal_name}" if stopped else None
+        )
 
 
 def _steps(
@@ -230,10 +249,16 @@ def _steps(
             skips.observe(train_metrics)
             metrics.update(nonfinite_skips=float(skips.total), world_size=float(dist.world))
             metrics.update(_evals(cfg, source, step, batch.rollouts.sampling, here))
+            decision = run.guards.check(step, metrics, rec.checkpoints)
             rec.log_step(step, metrics, batch.rollouts.records)
             bar.update(step, metrics)
             if run.on_step is not None:
                 run.on_step(step, metrics)
+            if decision.action == "stop":
+                return step
+            if decision.action == "rollback":
+                run.guards.roll_back(decision, engine, source, step)
+                _checkpoint(run, engine, source.position, step)  # the restored weights, at this step
             if cfg.checkpoints.interval and step % cfg.checkpoints.interval == 0:
                 _checkpoint(run, engine, source.position, step)
     return step

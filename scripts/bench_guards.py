@@ -2,11 +2,11 @@
 step time).
 
 Two parts run every step: the rollout statistics the guards read (rollout/signals.py: repetition and
-flat groups over the step's records), and `Guards.observe` with the seven default guards, fed a
-1,000-step metrics stream with an eval every 10 steps. Two sizes of step: the demo's (32 completions of
-~24 words) and a larger one (512 completions of ~300 words). The tiny model's step time comes from a
-real serial demo run measured in the same process, before and after. The loop's share (a log line
-and the row's "guards" list when something fires) lands with the integration and is not measured here.
+flat groups over the step's records), and the loop's call, `LoopGuards.check` (Guards.observe with the
+seven default guards, the decision, the row's entries), fed a 1,000-step metrics stream with an eval
+every 10 steps; and, once per checkpoint, the guards' state it saves. Two sizes of step: the demo's
+(32 completions of ~24 words) and a larger one (512 completions of ~300 words). The tiny model's step
+time comes from a real serial demo run measured in the same process, before and after.
 
     .venv/bin/python scripts/bench_guards.py [--steps 30]
 """
@@ -14,6 +14,7 @@ and the row's "guards" list when something fires) lands with the integration and
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import statistics
@@ -54,16 +55,28 @@ def stats_ms(recs: list[dict[str, Any]], repeats: int = 20) -> float:
     return statistics.median(times) * 1e3
 
 
-def observe_ms(steps: int = 1000) -> float:
-    """The mean cost of one Guards.observe call over a long run (its history grows with it)."""
-    from rltrain.guards import Guards
+def check_ms(steps: int = 1000) -> tuple[float, float]:
+    """The mean cost of the loop's per-step call, `LoopGuards.check` (Guards.observe, the decision
+    against 30 checkpoints, the row's entries), over a long run whose history grows with it; and of
+    the guards' state a checkpoint saves."""
+    from types import SimpleNamespace
 
+    from rltrain.distributed import Dist
+    from rltrain.orchestrator.guarding import LoopGuards
+
+    # the random stream fires ~20 warnings: each is logged (records made), but to nowhere
+    logger = logging.getLogger("rltrain")
+    saved = logger.handlers, logger.propagate
+    logger.handlers, logger.propagate = [logging.NullHandler()], False
     rng = random.Random(0)
-    g = Guards.from_config([])
+    recorder: Any = SimpleNamespace(dist=Dist(), run_metrics={})
+    loop = LoopGuards([], recorder, ahead=1)
+    checkpoints = [f"runs/x/checkpoints/step_{n}" for n in range(10, 310, 10)]
     t = time.perf_counter()
     for step in range(1, steps + 1):
         row = {
             "reward_mean": rng.random(),
+            "reward_max": 1.0,
             "env/e/reward_mean": rng.random(),
             "completion_len_mean": 20 + rng.random(),
             "truncated_frac": rng.random() * 0.5,
@@ -71,13 +84,19 @@ def observe_ms(steps: int = 1000) -> float:
             "entropy": 1 + rng.random(),
             "training_tokens": 500.0,
             "mismatch_kl": rng.random() * 1e-3,
+            "staleness_max": 0.0,
             "flat_group_frac": rng.random() * 0.5,
             "errored_frac": 0.0,
         }
         if step % 10 == 0:
             row["eval/e/avg@4"] = rng.random()
-        g.observe(step, row)
-    return (time.perf_counter() - t) / steps * 1e3
+        loop.check(step, row, checkpoints)
+    per_step = (time.perf_counter() - t) / steps * 1e3
+    logger.handlers, logger.propagate = saved
+    t = time.perf_counter()
+    for _ in range(20):
+        loop.state_dict()
+    return per_step, (time.perf_counter() - t) / 20 * 1e3
 
 
 def demo_step_ms(steps: int) -> float:
@@ -100,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     step = [demo_step_ms(args.steps)]
     small, large = stats_ms(records(32, 24)), stats_ms(records(512, 300))
-    per_observe = observe_ms()
+    per_check, state = check_ms()
     step.append(demo_step_ms(args.steps))
     load = os.getloadavg()[0]
     tiny = statistics.mean(step)
@@ -109,8 +128,9 @@ def main() -> None:
     )
     print(f"rollout statistics, 32 completions x 24 words:  {small:.3f} ms")
     print(f"rollout statistics, 512 completions x 300 words: {large:.3f} ms")
-    print(f"Guards.observe (7 default guards, 1,000 steps):  {per_observe:.3f} ms per step")
-    print(f"guards on the tiny model's step: {(small + per_observe) / tiny:.2%} of {tiny:.1f} ms")
+    print(f"LoopGuards.check (7 default guards, 1,000 steps): {per_check:.3f} ms per step")
+    print(f"the guards' state in a checkpoint (1,000 steps):  {state:.3f} ms per checkpoint")
+    print(f"guards on the tiny model's step: {(small + per_check) / tiny:.2%} of {tiny:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -293,3 +293,36 @@ def test_abort_works_on_a_filesystem_without_hard_links(
     assert ranks[1].abort("ValueError: injected") == "rank 1: ValueError: injected"
     assert ranks[0].abort("RuntimeError: peer gone") == "rank 1: ValueError: injected"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".abort"]
+
+
+@pytest.mark.slow
+def test_a_guard_rolls_back_every_rank_alike(tmp_path: Path) -> None:
+    """The main rank watches and decides; both ranks restore the same checkpoint (their weights stay
+    in sync: each step's checksum compares them) and stop at the same step."""
+    fixture = Path(__file__).parent / "fixtures" / "envs" / "pays_length.py"
+    guard = {"signal": "truncation", "action": "rollback", "window": 2, "max_rollbacks": 1}
+    cfg = _config(
+        tmp_path,
+        "guarded",
+        max_steps=16,
+        batch_size=16,
+        max_async_level=0,
+        sampling={"max_tokens": 32},
+        env=[{"id": str(fixture)}],
+        checkpoints={"interval": 1},
+        guards=[guard],
+    )
+    proc = subprocess.run(
+        [sys.executable, *LAUNCH, "-m", "rltrain", "--config", str(cfg)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    record = _record(tmp_path, "guarded")
+    assert record["status"] == "failed", proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "already rolled back 1 times" in record["error"]
+    rows = read_jsonl(tmp_path / "runs" / "guarded" / "metrics.jsonl")
+    decisions = [r["guard_decision"]["action"] for r in rows if "guard_decision" in r]
+    assert decisions == ["rollback", "stop"] and rows[-1]["step"] < 16
+    assert all(r["lora_checksum"] > 0 for r in rows)  # ranks agreed at every step, rollback included

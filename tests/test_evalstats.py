@@ -131,6 +131,8 @@ def test_comparison_as_table_and_json() -> None:
     head, line = table.splitlines()
     assert head.split()[:4] == ["environment", "n", "trained", "base"]
     assert line.split()[:3] == ["digits", "3", "0.667"] and line.endswith(f"{c.p_value:6.4f}")
+    long = comparison_table({"digits": c}, ("/tmp/runs/demo0/checkpoints/step_30", "base"))
+    assert long.split()[2] == "…/checkpoints/step_30"  # whole path components, not "emo0/checkpoints/…"
     data = json.loads(comparison_json({"digits": c}, ("trained", "base")))
     assert data["a"] == "trained" and data["environments"]["digits"]["diff"]["value"] == pytest.approx(1 / 3)
     assert data["environments"]["digits"]["p_value"] == pytest.approx(c.p_value)

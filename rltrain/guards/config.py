@@ -22,7 +22,20 @@ RANGES = {
     "no_signal": (0.0, 1.0),
 }
 BASELINE_STEPS = 3  # the first steps with data set the reference that length and reward are compared with
-REWARD_RISE = 0.05  # no_signal: a run whose reward rose this much above its start has solved its task
+# A run has solved its task when its reward rose REWARD_RISE above the first steps' and its whole batch
+# scores the best reward any completion has had (within SOLVED_SLACK of that rise): equal groups (no_signal),
+# low entropy and short answers (length_collapse) are then convergence, not failure
+REWARD_RISE = 0.05
+SOLVED_SLACK = 0.02
+# truncation and repetition pay a hack, so they fire however high the reward; but a streak of them that
+# begins when the reward already was within CONVERGED_SLACK of its rise from the best is a solved run
+# collapsing onto one answer the reward already paid in full, not the reward paying for them. Measured
+# on the tiny model: the demo (configs/demo.toml) reached reward 0.982 (best 1.0, first steps 0.22:
+# 2.3% short) the step before it settled on " 665 665 ..." at max_tokens (repeat_frac 0.955, truncated
+# 1.0); the reward paying repetition stood at 0.63 (best 1.0, first steps 0.14: 43% short) the step
+# before its streak, and the one paying length at 0.76 (first steps 0.77, best 1.03: still rising)
+CONVERGED_SLACK = 0.1
+CONVERGED_OK = ("truncation", "repetition")
 
 
 class GuardConfig(_Model):

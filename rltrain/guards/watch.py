@@ -9,6 +9,11 @@ where it was (max_steps counts every update, rolled back or not); the abandoned 
 that no checkpoint of theirs is ever "last good". `decide` runs before the step's own checkpoint, and
 after a rollback the loop checkpoints the restored weights at that step (a resume then continues
 from them, with the scaled learning rate and this state): that checkpoint counts as good.
+
+A step's row shows weights older than that step's checkpoint: its rollouts were sampled with the
+weights after step - 1 - max_async_level, and the trainer's entropy and mismatch are taken before
+its update. So a streak whose first failing row is step s implicates every checkpoint from
+s - `lag` on (lag = 1 + max_async_level), and a rollback goes to one before that.
 """
 
 from __future__ import annotations
@@ -19,44 +24,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from rltrain.guards.config import BASELINE_STEPS, REWARD_RISE, Guard, GuardConfig, resolve
+from rltrain.guards.config import (
+    BASELINE_STEPS,
+    CONVERGED_OK,
+    CONVERGED_SLACK,
+    REWARD_RISE,
+    SOLVED_SLACK,
+    Guard,
+    GuardConfig,
+    resolve,
+)
+from rltrain.guards.events import Decision, Event
 
 EVAL_KEY = re.compile(r"^(?:eval|val)/(?P<env>.+)/avg@\d+$")
-
-
-@dataclass(frozen=True)
-class Event:
-    """A guard that fired: at `step`, its condition having held since `onset`."""
-
-    signal: str
-    step: int
-    onset: int
-    action: str
-    values: dict[str, float]
-    threshold: float
-    window: int
-
-    @property
-    def message(self) -> str:
-        numbers = ", ".join(f"{k} {v:.4g}" for k, v in self.values.items())
-        since = f"steps {self.onset}-{self.step}" if self.onset < self.step else f"step {self.step}"
-        return f"guard {self.signal} ({self.action}): {numbers} (threshold {self.threshold:g}; {since})"
-
-    def row(self) -> dict[str, Any]:
-        """The event as metrics.jsonl holds it: in its step's row, under "guards" (a list)."""
-        return {**asdict(self), "message": self.message}
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the loop does after a step: go on, stop (failed, with `reason`), or roll back."""
-
-    action: Literal["go_on", "stop", "rollback"]
-    reason: str = ""
-    checkpoint: str | None = None  # rollback: restore this checkpoint
-    lr_factor: float = 1.0  # rollback: multiply the live learning rate by this
 
 
 @dataclass
@@ -66,6 +48,8 @@ class _State:
     fired: bool = False
     rollbacks: int = 0
     span: int = -1  # its failing streak's entry in Guards.bad, while the streak lasts
+    first_bad: int = 0  # the oldest checkpoint step its streak implicates
+    excused: bool = False  # truncation, repetition: the condition began once the run had converged
 
 
 @dataclass(frozen=True)
@@ -80,6 +64,19 @@ def _number(row: dict[str, Any], key: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
+def _excuse(g: Guard, st: _State, r: _Reading | None, converged: bool) -> _Reading | None:
+    """Truncation or repetition that began when the run had already converged (config.py:
+    CONVERGED_SLACK) does not count, for as long as it lasts: the reward did not pay for it."""
+    if g.signal not in CONVERGED_OK or r is None:
+        return r
+    if not r.holds:
+        st.excused = False
+        return r
+    if st.streak == 0:
+        st.excused = st.excused or converged
+    return _Reading(False, r.values) if st.excused else r
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
@@ -89,11 +86,13 @@ class Guards:
     """The guards of one run and what they have seen; `state_dict` goes into each checkpoint."""
 
     guards: list[Guard]
+    lag: int = 1  # a row at step s shows the weights after step s - lag (1 + max_async_level) or later
     states: list[_State] = field(init=False)
     rewards: dict[str, dict[int, float]] = field(default_factory=dict)  # train reward keys -> step -> value
     evals: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # eval key -> (step, value)
     lengths: list[float] = field(default_factory=list)  # the first steps' mean completion lengths
-    bad: list[list[int]] = field(default_factory=list)  # [first, last] step spans that failed a guard
+    best: float | None = None  # the best reward any completion has had (reward_max; else reward_mean)
+    bad: list[list[int]] = field(default_factory=list)  # [first, last] checkpoint steps a guard failed
     _fired: list[tuple[Event, int]] = field(default_factory=list)  # the last step's events, by guard
     _in_baseline: bool = True  # this step's length is one of the first steps' (the reference)
 
@@ -101,15 +100,16 @@ class Guards:
         self.states = [_State() for _ in self.guards]
 
     @classmethod
-    def from_config(cls, entries: Sequence[GuardConfig]) -> Guards:
-        return cls(resolve(entries))
+    def from_config(cls, entries: Sequence[GuardConfig], lag: int = 1) -> Guards:
+        return cls(resolve(entries), lag)
 
     def observe(self, step: int, row: dict[str, Any]) -> list[Event]:
         """Feed one step's metrics row (with any eval keys); returns the events that fired at it."""
+        converged = self._solved(1, CONVERGED_SLACK)  # as of the step before this one
         self._remember(step, row)
         self._fired = []
         for i, (guard, st) in enumerate(zip(self.guards, self.states, strict=True)):
-            reading = self._read(guard, step, row)
+            reading = _excuse(guard, st, self._read(guard, step, row), converged)
             if reading is not None and (event := self._advance(guard, st, step, reading)) is not None:
                 self._fired.append((event, i))
         for key, value in ((k, v) for k, v in row.items() if EVAL_KEY.match(k)):
@@ -122,6 +122,10 @@ class Guards:
             train = key == "reward_mean" or (key.startswith("env/") and key.endswith("/reward_mean"))
             if train and (v := _number(row, key)) is not None:
                 self.rewards.setdefault(key, {})[step] = v
+        best = _number(row, "reward_max")
+        best = _number(row, "reward_mean") if best is None else best
+        if best is not None:
+            self.best = best if self.best is None else max(self.best, best)
         length = _number(row, "completion_len_mean")
         self._in_baseline = length is not None and len(self.lengths) < BASELINE_STEPS
         if length is not None and self._in_baseline:
@@ -135,6 +139,10 @@ class Guards:
             return self._no_signal(g, step, row)
         if g.signal in ("entropy", "mismatch_kl") and _number(row, "training_tokens") == 0.0:
             return None  # nothing was trained on: the trainer's averages are 0 / 0
+        if g.signal == "mismatch_kl" and (_number(row, "staleness_max") or 0.0) > 0.0:
+            # samples drawn k adapter versions ago: the KL is mostly the policy's own k updates, which a
+            # healthy run makes large (the demo one step ahead: 0.06 to 2.45), not the engine's mismatch
+            return None
         v = _number(row, g.metric)
         if v is None:
             return None
@@ -142,8 +150,23 @@ class Guards:
             if self._in_baseline:  # a step that sets the reference is not judged against it
                 return None
             start = _mean(self.lengths)
-            return _Reading(v <= g.threshold * start, {g.metric: v, "first_steps_mean": start})
-        return _Reading(v >= g.threshold if g.above else v <= g.threshold, {g.metric: v})
+            holds = v <= g.threshold * start and not self._solved(g.window)
+            return _Reading(holds, {g.metric: v, "first_steps_mean": start})
+        holds = v >= g.threshold if g.above else v <= g.threshold
+        if g.signal == "entropy":  # a policy sure of answers that all score the best is converged
+            holds = holds and not self._solved(g.window)
+        return _Reading(holds, {g.metric: v})
+
+    def _solved(self, window: int, slack: float = SOLVED_SLACK) -> bool:
+        """The run has learned its task (config.py: REWARD_RISE, SOLVED_SLACK): the last `window` steps'
+        reward rose above the first steps', and the latest step's batch all scores the best reward seen
+        (within `slack` of the rise)."""
+        rewards = self.rewards.get("reward_mean", {})  # in step order: steps only grow
+        if len(rewards) <= BASELINE_STEPS or self.best is None:
+            return False
+        start = _mean(list(islice(rewards.values(), BASELINE_STEPS)))
+        recent = list(islice(reversed(rewards.values()), window))
+        return _mean(recent) > start + REWARD_RISE and recent[0] >= self.best - slack * (self.best - start)
 
     def _no_signal(self, g: Guard, step: int, row: dict[str, Any]) -> _Reading | None:
         flat, errored = _number(row, "flat_group_frac"), _number(row, "errored_frac")
@@ -152,13 +175,8 @@ class Guards:
         values = {"flat_group_frac": flat or 0.0, "errored_frac": errored or 0.0}
         if values["errored_frac"] >= g.threshold:
             return _Reading(True, values)
-        rewards = self.rewards.get("reward_mean", {})  # in step order: steps only grow
-        solved = False  # every group agrees because the run learned its task: not a failure
-        if len(rewards) > BASELINE_STEPS:
-            start = _mean(list(islice(rewards.values(), BASELINE_STEPS)))
-            recent = _mean(list(islice(reversed(rewards.values()), g.window)))
-            solved = recent > start + REWARD_RISE
-        return _Reading(values["flat_group_frac"] >= g.threshold and not solved, values)
+        # every group agrees because the run learned its task: not a failure
+        return _Reading(values["flat_group_frac"] >= g.threshold and not self._solved(g.window), values)
 
     def _divergence(self, g: Guard, step: int, row: dict[str, Any]) -> _Reading | None:
         """At an eval: the train reward rose and this eval fell, each by `threshold`, since the latest
@@ -191,13 +209,14 @@ class Guards:
         st.streak += 1
         if st.streak == 1:
             st.onset = step if r.onset is None else r.onset
+            st.first_bad = step - self.lag if r.onset is None else r.onset
         if st.fired:
             self.bad[st.span][1] = step
             return None
         if st.streak < (1 if g.signal == "eval_divergence" else g.window):
             return None
         st.fired, st.span = True, len(self.bad)
-        self.bad.append([st.onset, step])
+        self.bad.append([st.first_bad, step])
         return Event(g.signal, step, st.onset, g.action, r.values, g.threshold, g.window)
 
     def last_good(self, checkpoints: Sequence[str | Path], before: int | None = None) -> str | None:
@@ -213,6 +232,13 @@ class Guards:
                 good.append((n, str(c)))
         return max(good)[1] if good else None
 
+    def keep(self, checkpoints: Sequence[str | Path]) -> list[str]:
+        """The checkpoints a rollback may need (pruning must keep them): the newest that passed every
+        guard, and the newest before any failing streak under way (its guard fires at `window`)."""
+        under_way = [s.first_bad for s in self.states if s.streak and not s.fired]
+        befores = [None, min(under_way)] if under_way else [None]
+        return sorted({c for b in befores if (c := self.last_good(checkpoints, before=b)) is not None})
+
     def decide(self, events: Sequence[Event], checkpoints: Sequence[str | Path]) -> Decision:
         """Stop, roll back or go on, given a step's events and the run's complete checkpoints."""
         stop = next((e for e in events if e.action == "stop"), None)
@@ -225,9 +251,9 @@ class Guards:
         guard, st = self.guards[i], self.states[i]
         if st.rollbacks >= guard.max_rollbacks:
             return Decision("stop", f"{event.message}; already rolled back {st.rollbacks} times")
-        target = self.last_good(checkpoints, before=event.onset)
+        target = self.last_good(checkpoints, before=st.first_bad)
         if target is None:
-            why = f"no checkpoint before step {event.onset} passed every guard"
+            why = f"no checkpoint before step {st.first_bad} passed every guard"
             return Decision("stop", f"{event.message}; {why}")
         st.rollbacks += 1
         restored = int(Path(target).name[5:])
@@ -237,7 +263,7 @@ class Guards:
             span[1] = min(span[1], event.step - 1)
         self.bad.append([restored + 1, event.step - 1])
         for s in self.states:  # the restored policy starts every streak afresh
-            s.streak, s.fired, s.span = 0, False, -1
+            s.streak, s.fired, s.span, s.excused = 0, False, -1, False
         reason = f"{event.message}; rollback {st.rollbacks}/{guard.max_rollbacks} to {Path(target).name}"
         return Decision("rollback", reason, target, guard.lr_factor)
 
@@ -248,6 +274,7 @@ class Guards:
             "rewards": {k: dict(v) for k, v in self.rewards.items()},
             "evals": {k: list(v) for k, v in self.evals.items()},
             "lengths": list(self.lengths),
+            "best": self.best,
             "bad": [list(b) for b in self.bad],
         }
 
@@ -257,4 +284,5 @@ class Guards:
         self.rewards = {k: {int(s): float(v) for s, v in d.items()} for k, d in state["rewards"].items()}
         self.evals = {k: [(int(s), float(v)) for s, v in pts] for k, pts in state["evals"].items()}
         self.lengths = [float(x) for x in state["lengths"]]
+        self.best = state.get("best")
         self.bad = [[int(a), int(b)] for a, b in state["bad"]]

@@ -37,6 +37,7 @@ def rollout_metrics(
     out = {
         "reward_mean": mean,
         "reward_std": (sum((r - mean) ** 2 for r in rewards) / n) ** 0.5,
+        "reward_max": max(rewards, default=0.0),  # the guards: has every completion the best reward?
         "completion_len_mean": sum(r["completion_tokens"] for r in records) / n,
         # a turn cut by its token limit truncates the episode, whatever ended it
         "truncated_frac": sum(

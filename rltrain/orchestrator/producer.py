@@ -69,10 +69,14 @@ class AsyncSource:
     def __init__(self, draw: Draw, sync: AdapterSync, start: int, *, ahead: int, last: int) -> None:
         self.draw, self.sync, self.ahead, self.last = draw, sync, ahead, last
         self.position = draw.sampler.state_dict()
-        # the starting adapter was loaded by the first (serial) sync
-        self.state = ProducerState({start: Adapter(start)}, loaded=start, taken=start)
-        self._out: queue.Queue[Pending | BaseException] = queue.Queue(maxsize=ahead)
         self._cond = threading.Condition()
+        self._rewound = False
+        self._start(start)  # the starting adapter was loaded by the first (serial) sync
+
+    def _start(self, start: int) -> None:
+        """A producer thread sampling the batches after `start`, from the adapter the engine holds."""
+        self.state = ProducerState({start: Adapter(start)}, loaded=start, taken=start)
+        self._out: queue.Queue[Pending | BaseException] = queue.Queue(maxsize=self.ahead)
         # scoring a batch needs no engine: it runs here while the producer samples the next one
         self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         self._thread = threading.Thread(target=self._run, args=(start + 1,), name="producer", daemon=True)
@@ -93,7 +97,12 @@ class AsyncSource:
         self.position = batch.position
 
     def rewind(self) -> None:
-        """Batches sampled ahead and not trained on are dropped: resume draws their prompts again."""
+        """Batches sampled ahead and not trained on are dropped and their prompts drawn again: the
+        producer stops, and the next `publish` starts a new one from that adapter (a guard's rollback:
+        nothing sampled with the abandoned weights is trained on)."""
+        self.close()
+        self.draw.sampler.load_state_dict(self.position)
+        self._rewound = True
 
     def before_update(self, step: int) -> None:
         """The gate: the update of `step` waits until the batch of step + k has its adapter (the one
@@ -107,6 +116,11 @@ class AsyncSource:
         """The trainer finished `step`: its adapter may reach the engine (the producer loads it)."""
         if self.sync.check_due(step):  # the trainer's probe now: its weights move on before the load
             adapter = self.sync.probed(adapter)
+        if self._rewound:  # the engine takes it now, and a new producer samples from it
+            self._rewound = False
+            out = self.sync.land(adapter)
+            self._start(step)
+            return out
         with self._cond:
             self.state.published[step] = adapter
             self._cond.notify_all()

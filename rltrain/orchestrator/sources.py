@@ -65,12 +65,13 @@ class RolloutSource(Protocol):
         ...
 
     def rewind(self) -> None:
-        """A batch was drawn but not trained on (a stop request): resume draws the same prompts."""
+        """Batches drawn and not trained on are dropped (a stop request, a guard's rollback): the next
+        draw, or a resume, takes the same prompts."""
         ...
 
     def publish(self, step: int, adapter: Adapter) -> dict[str, float]:
-        """The adapter after `step` reaches the engine (at once, or when the bound allows); returns sync
-        metrics."""
+        """The adapter after `step` reaches the engine (at once, or when the bound allows; after a
+        rewind, at once); returns sync metrics."""
         ...
 
     def evaluate(self, plans: list[EvalPlan], sampling: SamplingParams) -> dict[str, float]:

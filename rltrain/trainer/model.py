@@ -77,7 +77,9 @@ class Policy:
         optimizer keeps its parameters, and a sampler sharing the weights sees no half-loaded adapter."""
         if self.sharded:  # the shards would need scattering from the loaded whole (fsdp.shard's way)
             raise NotImplementedError("restoring an adapter into a sharded (FSDP) model in place")
-        weights = load_peft_weights(str(path), device=str(self.device))
+        # safetensors takes "cpu" but not "cpu:0", the device of a rank on CPU (gloo)
+        device = "cpu" if self.device.type == "cpu" else str(self.device)
+        weights = load_peft_weights(str(path), device=device)
         with self.lock:
             result: Any = set_peft_model_state_dict(self.model, weights)
         missing = [k for k in result.missing_keys if "lora_" in k]

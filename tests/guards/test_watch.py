@@ -144,7 +144,7 @@ def test_rollback_restores_the_last_good_checkpoint_at_most_k_times_then_stops()
     assert g.last_good(["run/checkpoints/step_14"]) == "run/checkpoints/step_14"  # the restored weights
     events = _repeating(g, range(21, 24))
     second = g.decide(events, ckpts)
-    assert second.checkpoint == "run/checkpoints/step_20"
+    assert second.checkpoint == "run/checkpoints/step_15"  # step 20's weights sampled step 21's rollouts
     events = _repeating(g, range(24, 27))
     third = g.decide(events, ckpts)
     assert third.action == "stop" and "already rolled back 2 times" in third.reason
@@ -157,7 +157,7 @@ def test_a_rollback_never_lands_on_a_failing_or_abandoned_step() -> None:
     assert g.decide(events, ["c/step_5", "c/step_6"]).action == "stop"  # both inside the failing streak
     g = _guards(signal="repetition", action="rollback")
     reason = g.decide(_repeating(g, range(1, 4)), []).reason
-    assert reason.endswith("no checkpoint before step 1 passed every guard")
+    assert reason.endswith("no checkpoint before step 0 passed every guard")
 
 
 def test_stop_and_warn_decisions() -> None:
@@ -171,12 +171,72 @@ def test_stop_and_warn_decisions() -> None:
 def test_state_survives_a_checkpoint_round_trip() -> None:
     g = _guards(signal="repetition", action="rollback", max_rollbacks=1)
     _feed(g, [{"repeat_frac": 0.1, "completion_len_mean": 9.0, "reward_mean": 0.3}] * 4)
-    g.decide(_repeating(g, range(5, 8)), ["c/step_4"])
+    assert g.decide(_repeating(g, range(5, 8)), ["c/step_3", "c/step_4"]).checkpoint == "c/step_3"
     g.observe(8, {"repeat_frac": 0.9})  # a streak under way when the checkpoint is written
     state = json.loads(json.dumps(g.state_dict()))  # plain data: it goes into trainer_state.pt
     again = _guards(signal="repetition", action="rollback", max_rollbacks=1)
     again.load_state_dict(state)
     events = _repeating(again, range(9, 11))  # the streak goes on: 8, 9, 10
     assert [e.step for e in events] == [10] and events[0].onset == 8
-    assert again.decide(events, ["c/step_4"]).action == "stop"  # its one rollback is remembered
-    assert again.last_good(["c/step_4", "c/step_6"]) == "c/step_4"
+    assert again.decide(events, ["c/step_3"]).action == "stop"  # its one rollback is remembered
+    assert again.last_good(["c/step_3", "c/step_6"]) == "c/step_3"
+
+
+def test_a_rollback_goes_before_the_weights_that_sampled_the_first_failing_row() -> None:
+    """Serially, step s's rollouts come from the weights after step s - 1; one step ahead, from those
+    after step s - 2 (lag = 1 + max_async_level)."""
+    ckpts = [f"c/step_{n}" for n in range(1, 9)]
+    for lag, target in ((1, "c/step_4"), (2, "c/step_3")):
+        g = _guards(signal="repetition", action="rollback")
+        g.lag = lag
+        _feed(g, [{"repeat_frac": 0.1}] * 5)
+        assert _repeating(g, range(6, 8)) == []  # a streak under way: steps 6, 7
+        # what keep_last must not prune: the newest good one, and the newest before the streak's weights
+        assert g.keep(ckpts[:7]) == sorted({"c/step_7", target})
+        assert g.decide(_repeating(g, range(8, 9)), ckpts).checkpoint == target
+
+
+def _converging(late: dict[str, float]) -> list[dict[str, Any]]:
+    """3 steps of a run learning (reward 0.2, some completions scoring 1), then 6 steps of `late`."""
+    start = {"reward_mean": 0.2, "reward_max": 1.0, "entropy": 2.0, "completion_len_mean": 20.0}
+    late = {"training_tokens": 64.0, "flat_group_frac": 1.0, "errored_frac": 0.0} | late
+    return [start] * 3 + [late] * 6
+
+
+def test_entropy_and_length_falling_because_the_task_is_solved_are_convergence() -> None:
+    solved = _converging(
+        {"reward_mean": 1.0, "reward_max": 1.0, "entropy": 0.001, "completion_len_mean": 2.0}
+    )
+    for signal in ("entropy", "length_collapse", "no_signal"):
+        assert not _feed(_guards(signal=signal), solved), signal
+    # the same collapse with every completion scoring less than the best seen: stuck, not solved
+    stuck = _converging({"reward_mean": 0.6, "reward_max": 0.6, "entropy": 0.001, "completion_len_mean": 2.0})
+    for signal in ("entropy", "length_collapse", "no_signal"):
+        assert list(_feed(_guards(signal=signal), stuck)) == [3 + DEFAULTS[signal].window], signal
+    # the hacks' own signals fire however high the reward: a reward that pays repetition is maxed by it
+    hacked = _converging({"reward_mean": 1.0, "reward_max": 1.0, "repeat_frac": 0.9, "entropy": 0.001})
+    assert list(_feed(_guards(signal="repetition"), hacked)) == [6]
+
+
+def test_repetition_or_truncation_that_begins_once_the_run_converged_is_not_a_hack() -> None:
+    """The demo's shape: the reward reaches its best, then the policy settles on one repeated answer at
+    max_tokens; against a reward that pays repetition, which rises with it."""
+    learning = [{"reward_mean": r, "reward_max": 1.0} for r in (0.16, 0.25, 0.25, 0.5, 0.78, 0.98)]
+    settled = {"reward_mean": 1.0, "reward_max": 1.0, "repeat_frac": 0.95, "truncated_frac": 1.0}
+    for signal in ("repetition", "truncation"):
+        assert not _feed(_guards(signal=signal), [*learning, *[settled] * 10]), signal
+    # the same streak beginning while the reward was still far from its best: it paid for the signal
+    paying = [*learning[:4], {"reward_mean": 0.63, "reward_max": 1.0}, *[settled] * 10]
+    assert list(_feed(_guards(signal="repetition"), paying)) == [8]
+    # an excused streak ends when the condition does; a later one is judged afresh
+    g = _guards(signal="repetition")
+    again = [*[settled] * 3, {"reward_mean": 0.5, "reward_max": 1.0, "repeat_frac": 0.0}]
+    fired = _feed(g, [*learning, *again, *[{"reward_mean": 0.6, "repeat_frac": 0.9}] * 3])
+    assert list(fired) == [13]
+
+
+def test_mismatch_kl_is_judged_only_on_samples_from_the_current_weights() -> None:
+    """One step ahead, the KL is mostly the policy's own update: a healthy run's is large."""
+    g = _guards(signal="mismatch_kl")
+    rows = [{"mismatch_kl": 2.45, "staleness_max": 1.0}, {"mismatch_kl": 0.2, "staleness_max": 0.0}]
+    assert list(_feed(g, rows)) == [2]
