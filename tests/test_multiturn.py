@@ -51,7 +51,8 @@ def test_held_out_three_turn_environment_learns(run_config, tmp_path: Path, back
     assert record["status"] == "succeeded" and record["environment"] == "three_turns"
     rows = _steps(run.run_dir)
     episodes = read_jsonl(run.run_dir / "rollouts" / "step_1.jsonl")
-    assert all(e["turns"] == 3 and e["finish"] == "max_turns" for e in episodes)
+    # a turn cut at its token limit keeps "length" (truncated) to the end; otherwise the turns ran out
+    assert all(e["turns"] == 3 and e["finish"] in ("max_turns", "length") for e in episodes)
     assert [m["role"] for m in episodes[0]["messages"]] == [
         "assistant",
         "user",

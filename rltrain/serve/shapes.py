@@ -115,7 +115,8 @@ def rl_run(record: dict[str, Any], status: str, run_dir: Path) -> dict[str, Any]
         "loraAlpha": (cfg.get("lora") or {}).get("alpha") or cfg.get("lora_alpha"),
         "maxInflightRollouts": cfg.get("max_inflight_rollouts"),
         "oversamplingFactor": cfg.get("oversampling_factor"),
-        "maxAsyncLevel": cfg.get("max_async_level"),
+        # a queued run's "auto" is settled only when it starts (0 on CPU, 1 on a GPU): unknown until then
+        "maxAsyncLevel": level if isinstance(level := cfg.get("max_async_level"), int) else None,
         "gpuCount": int(m["world_size"]) if isinstance(m.get("world_size"), (int, float)) else None,
         "wandbEntity": wandb.get("entity"),
         "wandbProject": wandb.get("project"),
