@@ -15,9 +15,17 @@ import torch
 from rltrain import checkpoint as ckpt
 from rltrain.config import Config, settle_auto
 from rltrain.distributed import Dist, RankAborted
+from rltrain.orchestrator import inflight
 from rltrain.orchestrator.evals import due
 from rltrain.orchestrator.prompts import PromptSampler
-from rltrain.orchestrator.setup import Engine, build_engine, latest_for_resume, make_source, start_policy
+from rltrain.orchestrator.setup import (
+    Engine,
+    Resumed,
+    build_engine,
+    latest_for_resume,
+    make_source,
+    start_policy,
+)
 from rltrain.orchestrator.shares import StepRollouts
 from rltrain.orchestrator.sources import Batch, RolloutSource
 from rltrain.orchestrator.spec import RunSpec, resolve
@@ -94,14 +102,15 @@ def _fail(rec: Recorder, err: BaseException) -> None:
 
 def _setup(
     run: RunContext, spec: RunSpec, sampler: PromptSampler, device: torch.device
-) -> tuple[Engine, int]:
-    """The engine, and the step to continue after (a resumed run restores its checkpoint's state)."""
+) -> tuple[Engine, Resumed]:
+    """The engine, and where to continue (a resumed run restores its checkpoint's state)."""
     rec = run.recorder
     policy, state = start_policy(spec, rec, run.resume_from, device)
     if state is not None:
         sampler.load_state_dict(state["sampler"])
     live = rec.run_dir / "adapters" / "live"  # eval-only environments follow the training ones
-    return build_engine(spec, policy, live_dir=live, dist=rec.dist), policy.version
+    resumed = Resumed(policy.version, state.get("in_flight") if state is not None else None)
+    return build_engine(spec, policy, live_dir=live, dist=rec.dist), resumed
 
 
 def _update(engine: Engine, ro: StepRollouts, dist: Dist) -> dict[str, float]:
@@ -115,12 +124,13 @@ def _update(engine: Engine, ro: StepRollouts, dist: Dist) -> dict[str, float]:
     return metrics
 
 
-def _checkpoint(run: RunContext, engine: Engine, position: dict[str, int], step: int) -> None:
+def _checkpoint(run: RunContext, engine: Engine, source: RolloutSource, step: int) -> None:
     rec = run.recorder
     if rec.checkpoints and rec.checkpoints[-1].endswith(f"step_{step}"):
         return
+    ahead = inflight.keep(source.in_flight(step), run.cfg.async_level, rec.dist)  # may wait for them
     rec.tick()
-    extra = {"sampler": position, **rec.state_dict()}
+    extra = {"sampler": source.position, "in_flight": ahead, **rec.state_dict()}
     path = ckpt.save(
         rec.run_dir, step, engine.policy, extra, dist=rec.dist, keep_last=run.cfg.checkpoints.keep_last
     )
@@ -163,21 +173,22 @@ def _loop(run: RunContext, device: torch.device) -> None:
     cfg, rec, dist = run.cfg, run.recorder, run.recorder.dist
     spec = resolve(cfg)
     sampler = PromptSampler(spec.slots, cfg.run.seed)
-    engine, start = _setup(run, spec, sampler, device)
+    engine, resumed = _setup(run, spec, sampler, device)
+    start = resumed.step
     if cfg.run.tensorboard:
         rec.open_tensorboard()
     rec.set_status("running")
     first_sync = engine.sync.push_first(start)
-    source = make_source(cfg, engine, sampler, dist, start)
+    source = make_source(cfg, engine, sampler, dist, resumed)
     here = dist.is_main or engine.backend.collective
     try:
         if start == 0 and (base := _evals(cfg, source, 0, engine.prompting.sampling(0), here)):
             rec.log_step(0, base, [])  # the base model, before any update
         step = _steps(run, engine, source, start, first_sync)
+        if step > start or not rec.checkpoints:
+            _checkpoint(run, engine, source, step)  # with the producer's batches in flight
     finally:
         source.close()  # the producer stops before the engine it owns
-    if step > start or not rec.checkpoints:
-        _checkpoint(run, engine, source.position, step)
     engine.close()
     stopped = dist.any(run.stop.requested)  # every rank must join this collective
     rec.finish(
@@ -226,5 +237,5 @@ def _steps(
             if run.on_step is not None:
                 run.on_step(step, metrics)
             if cfg.checkpoints.interval and step % cfg.checkpoints.interval == 0:
-                _checkpoint(run, engine, source.position, step)
+                _checkpoint(run, engine, source, step)
     return step

@@ -78,8 +78,9 @@ def test_ctrl_c_with_the_producer_running_then_resume(run_config, tmp_path: Path
     rows = read_jsonl(metrics)
     assert record["status"] == "succeeded" and [r["step"] for r in rows] == list(range(1, stopped + 4))
     assert record["usage"]["output_tokens"] == sum(r["output_tokens"] for r in rows)
-    # the first batch after the resume is sampled afresh by the resumed adapter (docs/reliability.md)
-    assert rows[stopped]["staleness_max"] == 0.0 and rows[stopped + 1]["staleness_max"] == 1.0
+    # the batch sampled ahead before the stop is kept by its checkpoint and trained on after the resume,
+    # still one version old (docs/reliability.md): the bound holds across the resume
+    assert [r["staleness_max"] for r in rows[stopped:]] == [1.0, 1.0, 1.0]
 
 
 PIPE_ENV = """

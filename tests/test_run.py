@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -48,36 +50,44 @@ def _strip(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-@pytest.mark.parametrize("ahead", [0, 1], ids=["serial", "async"])
-def test_resume_is_exact_and_runs_repeat(run_config, tmp_path: Path, ahead: int) -> None:
-    """Serial: a resumed run is the uninterrupted one, bit for bit. Async (the version bound is kept
-    strictly): two runs repeat exactly; a resume draws the same prompts, its first batches freshly
-    sampled (docs/reliability.md)."""
-    cfg = parse_config(
-        run_config(max_steps=6, checkpoints={"interval": 3}, run__id="full", max_async_level=ahead)
+def _adapter(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / f"step_{step}" / "adapter_model.safetensors"))
+
+
+def _stop_at(step: int) -> Any:
+    """An on_step callback: Ctrl-C (a real SIGINT to this process) once `step` is recorded."""
+
+    def on_step(at: int, metrics: dict[str, Any]) -> None:
+        if at == step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return on_step
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 2])
+def test_resume_is_exact_at_every_async_level(run_config, tmp_path: Path, ahead: int) -> None:
+    """Stopped (Ctrl-C after step 4) or killed (resumed from its step-3 checkpoint), a resumed run is the
+    uninterrupted one bit for bit, sampling ahead or not: a checkpoint keeps the batches the producer had
+    sampled ahead (docs/reliability.md)."""
+    cfg = lambda name: parse_config(  # noqa: E731
+        run_config(max_steps=6, checkpoints={"interval": 3}, run__id=name, max_async_level=ahead)
     )
-    full = train(cfg).run_dir
-    again_cfg = run_config(max_steps=6, checkpoints={"interval": 3}, run__id="again", max_async_level=ahead)
-    again = train(parse_config(again_cfg)).run_dir
-    assert _strip(read_jsonl(full / "metrics.jsonl")) == _strip(read_jsonl(again / "metrics.jsonl"))
-    # Resume a copy from its step-3 checkpoint: steps 4-6 and the final adapter must match.
-    copy = tmp_path / "runs" / "copy"
-    shutil.copytree(full, copy)
-    shutil.rmtree(copy / "checkpoints" / "step_6")
-    (copy / ".lock").unlink()
-    resumed = train(cfg, resume=copy)
-    assert resumed.record.status == "succeeded"
-    if ahead:  # the same prompts in the same order; the in-flight batch of step 4 was sampled afresh
-        for step in (4, 5, 6):
-            rows = [read_jsonl(run / "rollouts" / f"step_{step}.jsonl") for run in (full, copy)]
-            assert [r["row"] for r in rows[0]] == [r["row"] for r in rows[1]]
-        assert [r["step"] for r in read_jsonl(copy / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
-        return
-    assert _strip(read_jsonl(copy / "metrics.jsonl")) == _strip(read_jsonl(full / "metrics.jsonl"))
-    a = load_file(str(full / "checkpoints" / "step_6" / "adapter_model.safetensors"))
-    b = load_file(str(copy / "checkpoints" / "step_6" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys()
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+    full = train(cfg("full")).run_dir
+    stopped = train(cfg("stopped"), on_step=_stop_at(4))
+    assert stopped.record.status == "cancelled" and stopped.record.data["metrics"]["step"] == 4
+    killed = tmp_path / "runs" / "killed"  # a copy of the stopped run, as if killed after step 3
+    shutil.copytree(stopped.run_dir, killed)
+    shutil.rmtree(killed / "checkpoints" / "step_4")
+    (killed / ".lock").unlink(missing_ok=True)
+    for run in (stopped.run_dir, killed):
+        assert train(cfg("full"), resume=run).record.status == "succeeded"
+        assert _strip(read_jsonl(run / "metrics.jsonl")) == _strip(read_jsonl(full / "metrics.jsonl"))
+        for step in (4, 5, 6):  # the tokens and rewards of every episode
+            assert read_jsonl(run / "rollouts" / f"step_{step}.jsonl") == read_jsonl(
+                full / "rollouts" / f"step_{step}.jsonl"
+            )
+        a, b = _adapter(full, 6), _adapter(run, 6)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ctrl_c_cancels_with_checkpoint_and_resume_finishes(run_config, tmp_path: Path) -> None:

@@ -68,6 +68,10 @@ class RolloutSource(Protocol):
         """A batch was drawn but not trained on (a stop request): resume draws the same prompts."""
         ...
 
+    def in_flight(self, step: int) -> list[Pending]:
+        """The batches sampled ahead for the steps after `step` (none serially): a checkpoint keeps them."""
+        ...
+
     def publish(self, step: int, adapter: Adapter) -> dict[str, float]:
         """The adapter after `step` reaches the engine (at once, or when the bound allows); returns sync
         metrics."""
@@ -123,6 +127,9 @@ class SerialSource:
 
     def consumed(self, batch: Batch) -> None:
         self.position = batch.position
+
+    def in_flight(self, step: int) -> list[Pending]:
+        return []
 
     def publish(self, step: int, adapter: Adapter) -> dict[str, float]:
         out = self.sync.land(adapter)
