@@ -143,7 +143,8 @@ def _checkpoint(run: RunContext, engine: Engine, source: RolloutSource, step: in
 def _timed(batch: Batch, train: dict[str, float], sync: dict[str, float], t: list[float]) -> dict[str, Any]:
     """A step's metrics row; `t` holds the clock at the start, after the rollouts came, after training
     and after syncing. rollout_s is what the trainer waited for its rollouts (async: what sampling
-    ahead did not hide)."""
+    ahead did not hide); gen_tok_s is per second of sampling (sample_s, the engine's time for this
+    batch, beside training or not), never per second waited, which sampling ahead shrinks to ~0."""
     rollout_s, train_s, sync_s, step_s = t[1] - t[0], t[2] - t[1], t[3] - t[2], t[3] - t[0]
     m = batch.rollouts.metrics
     return {
@@ -154,7 +155,8 @@ def _timed(batch: Batch, train: dict[str, float], sync: dict[str, float], t: lis
         "train_s": train_s,
         "sync_s": sync_s,
         "step_s": step_s,
-        "gen_tok_s": m["output_tokens"] / max(rollout_s, 1e-9),
+        "sample_s": batch.sample_s,
+        "gen_tok_s": m["output_tokens"] / max(batch.sample_s, 1e-9),
         "train_tok_s": train.get("training_tokens", 0.0) / max(train_s, 1e-9),
         "tok_s": (m["input_tokens"] + m["output_tokens"]) / max(step_s, 1e-9),
     }

@@ -18,7 +18,7 @@ from rltrain.run import train
 from tests.helpers import cli, interrupted_run, valid_record
 
 TIMING = {"rollout_s", "train_s", "sync_s", "step_s", "gen_tok_s", "train_tok_s", "tok_s", "adapter_sync_s"}
-TIMING |= {"produce_s"}
+TIMING |= {"produce_s", "sample_s"}
 
 
 def test_training_learns_and_record_is_complete(run_config, tiny_model: str) -> None:
@@ -214,3 +214,21 @@ def _landed_apart_from_not_landed(cfg: Any, run_dir: Path) -> None:
                 check(step).judge(served[stuck], mine[step])
             not_landed = mean_abs(served[stuck], mine[step]) / mean_abs(served[stuck], mine[stuck])
             assert not_landed >= 5 * landed, (step, stuck, landed, not_landed)
+
+
+def test_sampling_rate_is_per_second_of_sampling_not_of_waiting() -> None:
+    """Sampling ahead, the trainer waits ~0 s for a batch sampled beside its last update: gen_tok_s is
+    the batch's tokens over the engine's time sampling it (sample_s), rollout_s stays the wait."""
+    from rltrain.orchestrator.assemble import Rollouts
+    from rltrain.orchestrator.shares import StepRollouts
+    from rltrain.orchestrator.sources import Batch
+    from rltrain.run import _timed
+    from rltrain.types import SamplingParams
+
+    metrics = {"input_tokens": 300.0, "output_tokens": 500.0}
+    batch = Batch(StepRollouts(Rollouts([], []), [], metrics, SamplingParams(16)), {}, 0, sample_s=2.0)
+    # waited 1 ms, trained 4 s on 1,000 tokens, synced 0.999 s: a 5 s step
+    row = _timed(batch, {"training_tokens": 1000.0}, {}, [10.0, 10.001, 14.001, 15.0])
+    assert row["rollout_s"] == pytest.approx(0.001) and row["sample_s"] == 2.0
+    assert row["gen_tok_s"] == 250.0  # 500 tokens / 2 s sampling (per second waited: 500,000)
+    assert row["train_tok_s"] == pytest.approx(250.0) and row["tok_s"] == pytest.approx(160.0)

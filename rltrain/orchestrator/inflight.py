@@ -33,6 +33,7 @@ class Kept:
     position: dict[str, int]  # the prompt order after this batch
     version: int  # the adapter that sampled it
     extra: dict[str, float] = field(default_factory=dict)
+    sample_s: float = 0.0
 
 
 def keep(pending: list[Pending], level: int, dist: Dist) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def keep(pending: list[Pending], level: int, dist: Dist) -> dict[str, Any]:
     for p in pending:
         if p.mine.exception() is not None:
             break
-        mine.append(Kept(p.mine.result(), p.sampling, p.position, p.version, dict(p.extra)))
+        mine.append(Kept(p.mine.result(), p.sampling, p.position, p.version, dict(p.extra), p.sample_s))
     return {"level": level, "ranks": dist.all_gather(mine)}
 
 
@@ -65,5 +66,5 @@ def restore(saved: dict[str, Any] | None, level: int, dist: Dist) -> list[Pendin
     for kept in saved["ranks"][dist.rank]:
         done: Future[Rollouts] = Future()
         done.set_result(kept.rollouts)
-        out.append(Pending(done, kept.sampling, kept.position, kept.version, kept.extra))
+        out.append(Pending(done, kept.sampling, kept.position, kept.version, kept.extra, kept.sample_s))
     return out

@@ -227,8 +227,9 @@ class AsyncSource:
             sampled = self.draw.collector.sample(rows, sampling)
         finally:
             backend.release()
+        sample_s = time.perf_counter() - began
         scored = self._scoring.submit(self._finish, sampled, extra, began)
-        pending = Pending(scored, sampling, position, backend.version, extra)
+        pending = Pending(scored, sampling, position, backend.version, extra, sample_s)
         with self._cond:
             self.state.made[step] = pending
             self.state.produced = step
