@@ -38,13 +38,16 @@ class Kept:
 
 def keep(pending: list[Pending], level: int, dist: Dist) -> dict[str, Any]:
     """Every rank's batches in flight (a collective when distributed), for the checkpoint's state. A batch
-    whose scoring failed ends the list: the resumed run samples it again (and meets the error there)."""
+    whose scoring failed (on any rank) ends the list: the resumed run samples it again (and meets the
+    error there)."""
     mine: list[Kept] = []
     for p in pending:
         if p.mine.exception() is not None:
             break
         mine.append(Kept(p.mine.result(), p.sampling, p.position, p.version, dict(p.extra), p.sample_s))
-    return {"level": level, "ranks": dist.all_gather(mine)}
+    ranks = dist.all_gather(mine)
+    kept = min(len(r) for r in ranks)  # every rank resumes with the same steps kept
+    return {"level": level, "ranks": [r[:kept] for r in ranks]}
 
 
 def restore(saved: dict[str, Any] | None, level: int, dist: Dist) -> list[Pending]:
