@@ -8,6 +8,7 @@ about half a second).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +56,41 @@ PANELS = (
     Panel("reward", _rewards),
     Panel("eval (avg@k, pass@k)", _evals),
     Panel("loss", _present("loss")),
-    Panel("KL / mismatch", _present("kl", "mismatch_kl")),
+    Panel("KL / mismatch", _present("kl", "mismatch_kl", "stale_kl")),
     Panel("completion length (tokens)", _present("completion_len_mean")),
+    # sampling (per second of sampling) and training (per second of update) on one scale; tok_s is the
+    # whole step's rate
     Panel("tokens/s", _present("tok_s", "gen_tok_s", "train_tok_s")),
 )
+FENCE = 3.0  # Tukey's far-out fence: values beyond FENCE interquartile ranges of the quartiles
+FEW = 0.25  # at most this share of a panel's points is ever put off scale
+
+
+@dataclass(frozen=True)
+class Limits:
+    lo: float
+    hi: float
+    off: int  # points beyond them (drawn as markers on the edge)
+
+
+def robust_limits(values: list[float]) -> Limits | None:
+    """Y limits that keep a panel readable when a few points are far out (a first step that compiles,
+    a spike): the range of the values within Tukey's far-out fences, padded by 5%. None: no point is
+    far out (or too many are to call them outliers), matplotlib's own limits show them all."""
+    ordered = sorted(v for v in values if math.isfinite(v))
+    if len(ordered) < 4:
+        return None
+    q1, q3 = ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
+    spread = q3 - q1 or 0.5 * abs(ordered[len(ordered) // 2])  # flat quartiles: half the median
+    if spread == 0:
+        return None  # mostly one value, 0: the others are the signal (a reward that took off)
+    lo, hi = q1 - FENCE * spread, q3 + FENCE * spread
+    kept = [v for v in ordered if lo <= v <= hi]
+    off = len(ordered) - len(kept)
+    if off == 0 or off > FEW * len(ordered):
+        return None
+    pad = 0.05 * (kept[-1] - kept[0]) or 0.05 * abs(kept[0]) or 1.0
+    return Limits(kept[0] - pad, kept[-1] + pad, off)
 
 
 def _points(rows: Rows, key: str) -> tuple[list[int], list[float]]:
@@ -104,19 +136,34 @@ def _draw_panel(ax: Any, panel: Panel, runs: dict[str, Rows], colours: list[str]
     styles = ("-", "--", ":", "-.")
     ax.set_title(panel.title)
     ax.set_xlabel("step")
+    drawn: list[tuple[int, float, str]] = []
     for i, (label, rows) in enumerate(runs.items()):
         colour = colours[i % len(colours)]
         for j, key in enumerate(panel.series(rows)):
             steps, values = _points(rows, key)
+            drawn += [(step, value, colour) for step, value in zip(steps, values, strict=True)]
             name = key if len(runs) == 1 else f"{label}: {key}"
             ax.plot(steps, values, styles[j % len(styles)], color=colour, label=name, marker=".")
             band_steps, lo, hi = _band(rows, key)
             if band_steps:
                 ax.fill_between(band_steps, lo, hi, color=colour, alpha=0.15, linewidth=0)
+    if (limits := robust_limits([v for _, v, _ in drawn])) is not None:
+        _off_scale(ax, limits, drawn)
+        ax.set_title(f"{panel.title} ({limits.off} off scale)")
     if ax.has_data():
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+
+
+def _off_scale(ax: Any, limits: Limits, points: list[tuple[int, float, str]]) -> None:
+    """Limits that ignore the outliers; each outlier a triangle on the edge it lies beyond."""
+    ax.set_ylim(limits.lo, limits.hi)
+    for step, value, colour in points:
+        if value > limits.hi:
+            ax.plot([step], [limits.hi], "^", color=colour, clip_on=False)
+        elif value < limits.lo:
+            ax.plot([step], [limits.lo], "v", color=colour, clip_on=False)
 
 
 def draw(runs: dict[str, Rows], out: Path) -> Path:

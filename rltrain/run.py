@@ -15,10 +15,18 @@ import torch
 from rltrain import checkpoint as ckpt
 from rltrain.config import Config, settle_auto
 from rltrain.distributed import Dist, RankAborted
+from rltrain.orchestrator import inflight
 from rltrain.orchestrator.evals import due
 from rltrain.orchestrator.guarding import LoopGuards
 from rltrain.orchestrator.prompts import PromptSampler
-from rltrain.orchestrator.setup import Engine, build_engine, latest_for_resume, make_source, start_policy
+from rltrain.orchestrator.setup import (
+    Engine,
+    Resumed,
+    build_engine,
+    latest_for_resume,
+    make_source,
+    start_policy,
+)
 from rltrain.orchestrator.shares import StepRollouts
 from rltrain.orchestrator.sources import Batch, RolloutSource
 from rltrain.orchestrator.spec import RunSpec, resolve
@@ -104,15 +112,16 @@ def _fail(rec: Recorder, err: BaseException) -> None:
 
 def _setup(
     run: RunContext, spec: RunSpec, sampler: PromptSampler, device: torch.device
-) -> tuple[Engine, int]:
-    """The engine, and the step to continue after (a resumed run restores its checkpoint's state)."""
+) -> tuple[Engine, Resumed]:
+    """The engine, and where to continue (a resumed run restores its checkpoint's state)."""
     rec = run.recorder
     policy, state = start_policy(spec, rec, run.resume_from, device)
     if state is not None:
         sampler.load_state_dict(state["sampler"])
         run.guards.load_state_dict(state)
     live = rec.run_dir / "adapters" / "live"  # eval-only environments follow the training ones
-    return build_engine(spec, policy, live_dir=live, dist=rec.dist), policy.version
+    resumed = Resumed(policy.version, state.get("in_flight") if state is not None else None)
+    return build_engine(spec, policy, live_dir=live, dist=rec.dist), resumed
 
 
 def _update(engine: Engine, ro: StepRollouts, dist: Dist) -> dict[str, float]:
@@ -126,12 +135,13 @@ def _update(engine: Engine, ro: StepRollouts, dist: Dist) -> dict[str, float]:
     return metrics
 
 
-def _checkpoint(run: RunContext, engine: Engine, position: dict[str, int], step: int) -> None:
+def _checkpoint(run: RunContext, engine: Engine, source: RolloutSource, step: int) -> None:
     rec = run.recorder
     if rec.checkpoints and rec.checkpoints[-1].endswith(f"step_{step}"):
         return
+    ahead = inflight.keep(source.in_flight(step), run.cfg.async_level, rec.dist)  # may wait for them
     rec.tick()
-    extra = {"sampler": position, **rec.state_dict(), **run.guards.state_dict()}
+    extra = {"sampler": source.position, "in_flight": ahead, **rec.state_dict(), **run.guards.state_dict()}
     keep = run.cfg.checkpoints
     new = str(rec.run_dir / "checkpoints" / f"step_{step}")
     path = ckpt.save(
@@ -153,7 +163,8 @@ def _checkpoint(run: RunContext, engine: Engine, position: dict[str, int], step:
 def _timed(batch: Batch, train: dict[str, float], sync: dict[str, float], t: list[float]) -> dict[str, Any]:
     """A step's metrics row; `t` holds the clock at the start, after the rollouts came, after training
     and after syncing. rollout_s is what the trainer waited for its rollouts (async: what sampling
-    ahead did not hide)."""
+    ahead did not hide); gen_tok_s is per second of sampling (sample_s, the engine's time for this
+    batch, beside training or not), never per second waited, which sampling ahead shrinks to ~0."""
     rollout_s, train_s, sync_s, step_s = t[1] - t[0], t[2] - t[1], t[3] - t[2], t[3] - t[0]
     m = batch.rollouts.metrics
     return {
@@ -164,7 +175,8 @@ def _timed(batch: Batch, train: dict[str, float], sync: dict[str, float], t: lis
         "train_s": train_s,
         "sync_s": sync_s,
         "step_s": step_s,
-        "gen_tok_s": m["output_tokens"] / max(rollout_s, 1e-9),
+        "sample_s": batch.sample_s,
+        "gen_tok_s": m["output_tokens"] / max(batch.sample_s, 1e-9),
         "train_tok_s": train.get("training_tokens", 0.0) / max(train_s, 1e-9),
         "tok_s": (m["input_tokens"] + m["output_tokens"]) / max(step_s, 1e-9),
     }
@@ -183,26 +195,27 @@ def _loop(run: RunContext, device: torch.device) -> None:
     cfg, rec, dist = run.cfg, run.recorder, run.recorder.dist
     spec = resolve(cfg)
     sampler = PromptSampler(spec.slots, cfg.run.seed)
-    engine, start = _setup(run, spec, sampler, device)
+    engine, resumed = _setup(run, spec, sampler, device)
+    start = resumed.step
     run.engine = engine
     if cfg.run.tensorboard:
         rec.open_tensorboard()
     rec.set_status("running")
     first_sync = engine.sync.push_first(start)
-    source = make_source(cfg, engine, sampler, dist, start)
+    source = make_source(cfg, engine, sampler, dist, resumed)
     here = dist.is_main or engine.backend.collective
     try:
         if start == 0 and (base := _evals(cfg, source, 0, engine.prompting.sampling(0), here)):
             run.guards.baseline(base)
             rec.log_step(0, base, [])  # the base model, before any update
         step = _steps(run, engine, source, start, first_sync)
+        if step > start or not rec.checkpoints:
+            _checkpoint(run, engine, source, step)  # with the producer's batches in flight
     except BaseException:
         engine.abort()  # a producer mid-episode ends now, not after its environment's timeouts
         raise
     finally:
         source.close()  # the producer stops before the engine it owns
-    if step > start or not rec.checkpoints:
-        _checkpoint(run, engine, source.position, step)
     engine.close()
     stopped = dist.any(run.stop.requested)  # every rank must join this collective
     if run.guards.stopped is not None:  # a guard stopped it: failed, naming the signal and numbers
@@ -258,7 +271,7 @@ def _steps(
                 return step
             if decision.action == "rollback":
                 run.guards.roll_back(decision, engine, source, step)
-                _checkpoint(run, engine, source.position, step)  # the restored weights, at this step
+                _checkpoint(run, engine, source, step)  # the restored weights, at this step
             if cfg.checkpoints.interval and step % cfg.checkpoints.interval == 0:
-                _checkpoint(run, engine, source.position, step)
+                _checkpoint(run, engine, source, step)
     return step

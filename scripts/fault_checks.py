@@ -1,8 +1,8 @@
 """The checks of scripts/fault_injection.py: what a kill may never break, and what a finished run
-must equal. Serial runs (max_async_level 0) resume bit-exact, so they are compared with the reference
-value for value; async runs sample their first batch after a resume afresh (docs/reliability.md), so
-they are compared on what a resume promises there: the same prompts in the same order, every step
-once, and usage that is the sum of the logged steps (nothing counted twice)."""
+must equal. A resumed run is the uninterrupted one, serial or sampling ahead (a checkpoint keeps the
+batches sampled ahead: docs/reliability.md), so runs are compared with the reference value for value:
+the same prompts in the same order, every step once, usage that is the sum of the logged steps (nothing
+counted twice), the same metrics and the same final adapter."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Metrics that must not change when a serial run is killed and resumed (timings and throughput may).
+# Metrics that must not change when a run is killed and resumed (timings and throughput may).
 EXACT = ("reward_mean", "loss", "grad_norm", "input_tokens", "output_tokens", "training_tokens")
 USAGE = ("input_tokens", "output_tokens", "training_tokens")
 
@@ -75,7 +75,7 @@ def prompt_order(run_dir: Path, max_steps: int) -> list[list[str]]:
 
 def final_problems(run_dir: Path, max_steps: int, ref: Path | None, exact: bool = True) -> list[str]:
     """What a finished run must satisfy; `ref`: the reference run to compare with (exact: value for
-    value, else prompts and their order only)."""
+    value, else its prompts and their order only)."""
     import jsonschema
     from safetensors.torch import load_file
 

@@ -34,7 +34,9 @@ def test_one_step_ahead_learns_with_stale_samples_within_the_bound(run_config) -
     assert all("is_ratio_mean/age_1" in r for r in rows[1:]) and "eval/digits/avg@1" in rows[13]
     rewards = [r["reward_mean"] for r in rows]
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.3, rewards  # stale samples keep their gradient
-    assert all(r["produce_s"] > 0 for r in rows)  # sampled by the producer, beside training
+    assert all(r["produce_s"] >= r["sample_s"] > 0 for r in rows)  # sampled by the producer, beside training
+    # the sampling rate is over the producer's sampling time, not over the trainer's wait
+    assert all(r["gen_tok_s"] == pytest.approx(r["output_tokens"] / r["sample_s"]) for r in rows)
 
 
 def test_two_steps_ahead_and_repeatable(run_config) -> None:
@@ -45,6 +47,7 @@ def test_two_steps_ahead_and_repeatable(run_config) -> None:
     rows = [read_jsonl(r.run_dir / "metrics.jsonl") for r in runs]
     assert [r["staleness_max"] for r in rows[0]] == [0.0, 1.0, 2.0, 2.0, 2.0]  # steps 1-3: the start adapter
     timing = {"rollout_s", "train_s", "sync_s", "step_s", "gen_tok_s", "train_tok_s", "tok_s", "produce_s"}
+    timing |= {"sample_s"}
     strip = [
         [{k: v for k, v in r.items() if k not in timing and not k.startswith("adapter")} for r in x]
         for x in rows
@@ -78,8 +81,9 @@ def test_ctrl_c_with_the_producer_running_then_resume(run_config, tmp_path: Path
     rows = read_jsonl(metrics)
     assert record["status"] == "succeeded" and [r["step"] for r in rows] == list(range(1, stopped + 4))
     assert record["usage"]["output_tokens"] == sum(r["output_tokens"] for r in rows)
-    # the first batch after the resume is sampled afresh by the resumed adapter (docs/reliability.md)
-    assert rows[stopped]["staleness_max"] == 0.0 and rows[stopped + 1]["staleness_max"] == 1.0
+    # the batch sampled ahead before the stop is kept by its checkpoint and trained on after the resume,
+    # still one version old (docs/reliability.md): the bound holds across the resume
+    assert [r["staleness_max"] for r in rows[stopped:]] == [1.0, 1.0, 1.0]
 
 
 PIPE_ENV = """

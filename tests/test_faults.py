@@ -37,7 +37,7 @@ def test_kill_9_at_random_instants_then_resume_loses_nothing(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_kill_9_and_ctrl_c_with_the_producer_running(tmp_path: Path) -> None:
-    """Async: same prompts in the same order, every step once, usage = the logged steps."""
+    """Sampling ahead: killed or stopped, then resumed, each run equals the reference value for value."""
     args = "--max-async-level 1 --trials 2 --checkpoint-kills 1 --interrupts 2 --max-steps 6 --seed 2"
     result = _inject(tmp_path, args.split())
     assert result["trials"] == result["succeeded_and_exact"] == 5 and not result["failures"]

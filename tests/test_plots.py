@@ -11,7 +11,7 @@ from PIL import Image
 
 from rltrain.config import parse_config
 from rltrain.guards import Event
-from rltrain.plots import PANELS, draw, events
+from rltrain.plots import PANELS, Limits, _draw_panel, draw, events, robust_limits
 from rltrain.run import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -54,6 +54,8 @@ def test_panels_cover_rewards_per_environment_eval_loss_kl_length_and_throughput
     assert keys["reward"] == ["reward_mean", "env/caps/reward_mean", "env/digits/reward_mean"]
     assert keys["eval (avg@k, pass@k)"] == ["eval/digits/avg@1"]
     assert keys["loss"] == ["loss"] and keys["KL / mismatch"] == ["kl", "mismatch_kl"]
+    stale = [r | {"stale_kl": 0.01} for r in mixed]  # sampling ahead: the drift of older samples
+    assert {p.title: p.series(stale) for p in PANELS}["KL / mismatch"] == ["kl", "mismatch_kl", "stale_kl"]
     assert keys["completion length (tokens)"] == ["completion_len_mean"]
     assert keys["tokens/s"] == ["tok_s", "gen_tok_s", "train_tok_s"]
     assert {p.title: p.series(_rows(0.1)) for p in PANELS}["reward"] == ["reward_mean"]  # one env: no repeat
@@ -68,6 +70,7 @@ def test_eval_intervals_are_bands_and_guard_events_are_marked(tmp_path: Path) ->
     assert {p.title: p.series(marked) for p in PANELS}["eval (avg@k, pass@k)"] == ["eval/digits/avg@1"]
     banded = _valid_png(draw({"run": marked}, tmp_path / "banded.png"))
     assert banded != _valid_png(draw({"run": plain}, tmp_path / "plain.png"))
+
     def event(step: int, signal: str, action: str) -> dict[str, Any]:  # as the guards write them
         return Event(signal, step, step - 2, action, {"x": 0.9}, 0.5, 3).row()
 
@@ -95,3 +98,29 @@ def test_a_run_writes_curves_at_each_checkpoint_and_at_the_end(run_config, monke
     drawn = (run.run_dir / "curves.png").stat().st_mtime_ns
     run.write_curves()  # no step since: not drawn again
     assert (run.run_dir / "curves.png").stat().st_mtime_ns == drawn
+
+
+def test_robust_limits_put_far_outliers_off_scale_and_nothing_else() -> None:
+    # nine steps at 100 tok/s and one at 2M (a rate over a wait of ~0 s): quartiles flat at 100, so the
+    # spread is half the median (50), the fences -50 and 250, and the range kept is 100 padded by 5%
+    assert robust_limits([100.0] * 9 + [2.0e6]) == Limits(95.0, 105.0, 1)
+    assert robust_limits([1.0, 2.0, 3.0, 4.0, 5.0, 8.0]) is None  # nothing far out
+    assert robust_limits([0.0] * 10 + [1.0, 1.0]) is None  # a reward that took off is the signal
+    assert robust_limits([1.0, 1.0, 50.0, 60.0, 70.0]) is None  # 2 of 5 are too many to call outliers
+    assert robust_limits([1.0, float("nan"), 2.0]) is None  # too few points to judge
+
+
+def test_the_tokens_per_second_panel_keeps_one_readable_scale() -> None:
+    from matplotlib.figure import Figure
+
+    rows = _rows(0.1)
+    rows[2]["gen_tok_s"] = 2.0e6  # one rate far out: the others stay on a scale that shows them
+    ax = Figure().subplots()
+    _draw_panel(ax, next(p for p in PANELS if p.title == "tokens/s"), {"run": rows}, ["C0"])
+    # 15 points (80 x4, 100 x5, 300 x5, 2M): quartiles 80 and 300, fences -580 and 960; kept 80-300 +- 11
+    assert ax.get_ylim() == (69.0, 311.0) and ax.get_title() == "tokens/s (1 off scale)"
+    edge = [line.get_ydata()[0] for line in ax.get_lines() if line.get_marker() == "^"]
+    assert edge == [311.0]  # the outlier is marked on the top edge, not hidden
+    plain = Figure().subplots()
+    _draw_panel(plain, next(p for p in PANELS if p.title == "tokens/s"), {"run": _rows(0.1)}, ["C0"])
+    assert plain.get_title() == "tokens/s" and plain.get_ylim()[1] < 400

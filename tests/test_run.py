@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from rltrain.run import train
 from tests.helpers import cli, interrupted_run, valid_record
 
 TIMING = {"rollout_s", "train_s", "sync_s", "step_s", "gen_tok_s", "train_tok_s", "tok_s", "adapter_sync_s"}
-TIMING |= {"produce_s"}
+TIMING |= {"produce_s", "sample_s"}
 
 
 def test_training_learns_and_record_is_complete(run_config, tiny_model: str) -> None:
@@ -48,36 +50,44 @@ def _strip(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-@pytest.mark.parametrize("ahead", [0, 1], ids=["serial", "async"])
-def test_resume_is_exact_and_runs_repeat(run_config, tmp_path: Path, ahead: int) -> None:
-    """Serial: a resumed run is the uninterrupted one, bit for bit. Async (the version bound is kept
-    strictly): two runs repeat exactly; a resume draws the same prompts, its first batches freshly
-    sampled (docs/reliability.md)."""
-    cfg = parse_config(
-        run_config(max_steps=6, checkpoints={"interval": 3}, run__id="full", max_async_level=ahead)
+def _adapter(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / f"step_{step}" / "adapter_model.safetensors"))
+
+
+def _stop_at(step: int) -> Any:
+    """An on_step callback: Ctrl-C (a real SIGINT to this process) once `step` is recorded."""
+
+    def on_step(at: int, metrics: dict[str, Any]) -> None:
+        if at == step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return on_step
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 2])
+def test_resume_is_exact_at_every_async_level(run_config, tmp_path: Path, ahead: int) -> None:
+    """Stopped (Ctrl-C after step 4) or killed (resumed from its step-3 checkpoint), a resumed run is the
+    uninterrupted one bit for bit, sampling ahead or not: a checkpoint keeps the batches the producer had
+    sampled ahead (docs/reliability.md)."""
+    cfg = lambda name: parse_config(  # noqa: E731
+        run_config(max_steps=6, checkpoints={"interval": 3}, run__id=name, max_async_level=ahead)
     )
-    full = train(cfg).run_dir
-    again_cfg = run_config(max_steps=6, checkpoints={"interval": 3}, run__id="again", max_async_level=ahead)
-    again = train(parse_config(again_cfg)).run_dir
-    assert _strip(read_jsonl(full / "metrics.jsonl")) == _strip(read_jsonl(again / "metrics.jsonl"))
-    # Resume a copy from its step-3 checkpoint: steps 4-6 and the final adapter must match.
-    copy = tmp_path / "runs" / "copy"
-    shutil.copytree(full, copy)
-    shutil.rmtree(copy / "checkpoints" / "step_6")
-    (copy / ".lock").unlink()
-    resumed = train(cfg, resume=copy)
-    assert resumed.record.status == "succeeded"
-    if ahead:  # the same prompts in the same order; the in-flight batch of step 4 was sampled afresh
-        for step in (4, 5, 6):
-            rows = [read_jsonl(run / "rollouts" / f"step_{step}.jsonl") for run in (full, copy)]
-            assert [r["row"] for r in rows[0]] == [r["row"] for r in rows[1]]
-        assert [r["step"] for r in read_jsonl(copy / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
-        return
-    assert _strip(read_jsonl(copy / "metrics.jsonl")) == _strip(read_jsonl(full / "metrics.jsonl"))
-    a = load_file(str(full / "checkpoints" / "step_6" / "adapter_model.safetensors"))
-    b = load_file(str(copy / "checkpoints" / "step_6" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys()
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+    full = train(cfg("full")).run_dir
+    stopped = train(cfg("stopped"), on_step=_stop_at(4))
+    assert stopped.record.status == "cancelled" and stopped.record.data["metrics"]["step"] == 4
+    killed = tmp_path / "runs" / "killed"  # a copy of the stopped run, as if killed after step 3
+    shutil.copytree(stopped.run_dir, killed)
+    shutil.rmtree(killed / "checkpoints" / "step_4")
+    (killed / ".lock").unlink(missing_ok=True)
+    for run in (stopped.run_dir, killed):
+        assert train(cfg("full"), resume=run).record.status == "succeeded"
+        assert _strip(read_jsonl(run / "metrics.jsonl")) == _strip(read_jsonl(full / "metrics.jsonl"))
+        for step in (4, 5, 6):  # the tokens and rewards of every episode
+            assert read_jsonl(run / "rollouts" / f"step_{step}.jsonl") == read_jsonl(
+                full / "rollouts" / f"step_{step}.jsonl"
+            )
+        a, b = _adapter(full, 6), _adapter(run, 6)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ctrl_c_cancels_with_checkpoint_and_resume_finishes(run_config, tmp_path: Path) -> None:
@@ -204,3 +214,21 @@ def _landed_apart_from_not_landed(cfg: Any, run_dir: Path) -> None:
                 check(step).judge(served[stuck], mine[step])
             not_landed = mean_abs(served[stuck], mine[step]) / mean_abs(served[stuck], mine[stuck])
             assert not_landed >= 5 * landed, (step, stuck, landed, not_landed)
+
+
+def test_sampling_rate_is_per_second_of_sampling_not_of_waiting() -> None:
+    """Sampling ahead, the trainer waits ~0 s for a batch sampled beside its last update: gen_tok_s is
+    the batch's tokens over the engine's time sampling it (sample_s), rollout_s stays the wait."""
+    from rltrain.orchestrator.assemble import Rollouts
+    from rltrain.orchestrator.shares import StepRollouts
+    from rltrain.orchestrator.sources import Batch
+    from rltrain.run import _timed
+    from rltrain.types import SamplingParams
+
+    metrics = {"input_tokens": 300.0, "output_tokens": 500.0}
+    batch = Batch(StepRollouts(Rollouts([], []), [], metrics, SamplingParams(16)), {}, 0, sample_s=2.0)
+    # waited 1 ms, trained 4 s on 1,000 tokens, synced 0.999 s: a 5 s step
+    row = _timed(batch, {"training_tokens": 1000.0}, {}, [10.0, 10.001, 14.001, 15.0])
+    assert row["rollout_s"] == pytest.approx(0.001) and row["sample_s"] == 2.0
+    assert row["gen_tok_s"] == 250.0  # 500 tokens / 2 s sampling (per second waited: 500,000)
+    assert row["train_tok_s"] == pytest.approx(250.0) and row["tok_s"] == pytest.approx(160.0)

@@ -83,7 +83,7 @@ class LoopGuards:
         """The policy back to `decision.checkpoint` with its learning rate scaled; nothing sampled with
         the abandoned weights is trained on, and the engine samples with the restored ones."""
         assert decision.checkpoint is not None
-        source.rewind()
+        source.restart()
         lr = ckpt.roll_back(engine.policy, Path(decision.checkpoint), decision.lr_factor)
         source.publish(step, engine.sync.export(step))
         if self.dist.is_main:

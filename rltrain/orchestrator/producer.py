@@ -31,6 +31,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -52,12 +53,14 @@ class EvalRequest:
 @dataclass
 class ProducerState:
     """Everything the producer holds between batches (guarded by AsyncSource._cond). What it has in
-    flight is `published` (adapters not yet loaded) and the batches in AsyncSource's queue, each
-    sampled with `Pending.version`: what a checkpoint would keep for a bit-exact resume."""
+    flight is `published` (adapters not yet loaded) and `made` (batches not yet trained on, each sampled
+    with `Pending.version`): a checkpoint keeps those batches (inflight.py) for a bit-exact resume."""
 
     published: dict[int, Adapter]  # versions the trainer published that the bound may still need
     loaded: int  # the version the engine holds
     taken: int  # the last step whose batch has its adapter (the trainer's gate)
+    made: dict[int, Pending] = field(default_factory=dict)  # by step: batches not yet trained on
+    produced: int = 0  # the last step whose batch was made
     requests: list[EvalRequest] = field(default_factory=list)
     stopping: bool = False
     failed: bool = False
@@ -66,26 +69,40 @@ class ProducerState:
 class AsyncSource:
     """A producer thread samples up to `ahead` steps ahead of the trainer."""
 
-    def __init__(self, draw: Draw, sync: AdapterSync, start: int, *, ahead: int, last: int) -> None:
+    def __init__(
+        self, draw: Draw, sync: AdapterSync, start: int, *, ahead: int, last: int, kept: list[Pending]
+    ) -> None:
+        """`kept`: the batches of steps start + 1... a checkpoint kept (inflight.py), trained on first."""
         self.draw, self.sync, self.ahead, self.last = draw, sync, ahead, last
         self.position = draw.sampler.state_dict()
+        if kept:  # the producer draws on after the last batch kept
+            draw.sampler.load_state_dict(kept[-1].position)
         self._cond = threading.Condition()
         self._rewound = False
-        self._start(start)  # the starting adapter was loaded by the first (serial) sync
+        self._start(start, kept)  # the starting adapter was loaded by the first (serial) sync
 
-    def _start(self, start: int) -> None:
-        """A producer thread sampling the batches after `start`, from the adapter the engine holds."""
-        self.state = ProducerState({start: Adapter(start)}, loaded=start, taken=start)
+    def _start(self, start: int, kept: Sequence[Pending] = ()) -> None:
+        """A producer thread sampling the batches after `start` and those kept, from the adapter the
+        engine holds; the kept ones are handed over first."""
+        self.start = start  # the adapter the engine holds: no batch from here on is sampled with an older one
+        up_to = start + len(kept)
+        made = dict(enumerate(kept, start + 1))
+        adapters = {start: Adapter(start)}
+        self.state = ProducerState(adapters, loaded=start, taken=up_to, made=made, produced=up_to)
+        self._step = start  # the step of the batch the trainer took last
         self._out: queue.Queue[Pending | BaseException] = queue.Queue(maxsize=self.ahead)
+        for pending in kept:
+            self._out.put_nowait(pending)
         # scoring a batch needs no engine: it runs here while the producer samples the next one
         self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
-        self._thread = threading.Thread(target=self._run, args=(start + 1,), name="producer", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(up_to + 1,), name="producer", daemon=True)
         self._thread.start()
 
     # -- the trainer's side -------------------------------------------------------------------------
 
     def next(self, step: int) -> Batch:
         start = time.perf_counter()
+        self._step = step
         item = self._out.get()
         if isinstance(item, BaseException):  # the producer's error, re-raised here
             raise item
@@ -95,8 +112,22 @@ class AsyncSource:
 
     def consumed(self, batch: Batch) -> None:
         self.position = batch.position
+        with self._cond:
+            for step in [s for s in self.state.made if s <= self._step]:
+                del self.state.made[step]
+
+    def in_flight(self, step: int) -> list[Pending]:
+        """The batches of the steps after `step` sampled with adapters older than its own (steps up to
+        step + k): waits for the producer to have made them (they are what the next steps train on)."""
+        s, goal = self.state, min(step + self.ahead, self.last)
+        with self._cond:
+            self._cond.wait_for(lambda: s.stopping or s.failed or s.produced >= goal)
+            return [s.made[n] for n in range(step + 1, goal + 1) if n in s.made]
 
     def rewind(self) -> None:
+        """The batch taken and not trained on stays in flight: the stop's checkpoint keeps it."""
+
+    def restart(self) -> None:
         """Batches sampled ahead and not trained on are dropped and their prompts drawn again: the
         producer stops, and the next `publish` starts a new one from that adapter (a guard's rollback:
         nothing sampled with the abandoned weights is trained on)."""
@@ -200,9 +231,9 @@ class AsyncSource:
                 self._serve_requests()  # the trainer may be waiting on an evaluation
         return False
 
-    def _produce(self, step: int, first: int) -> Pending | None:
+    def _produce(self, step: int) -> Pending | None:
         """Step `step`'s batch, sampled with the adapter the bound names; None when stopping."""
-        version = max(step - 1 - self.ahead, first - 1)  # the bound, exactly
+        version = max(step - 1 - self.ahead, self.start)  # the bound, exactly
         if not self._wait_for(version):
             return None
         extra = self._load(version)
@@ -217,14 +248,20 @@ class AsyncSource:
             sampled = self.draw.collector.sample(rows, sampling)
         finally:
             backend.release()
+        sample_s = time.perf_counter() - began
         scored = self._scoring.submit(self._finish, sampled, extra, began)
-        return Pending(scored, sampling, position, backend.version, extra)
+        pending = Pending(scored, sampling, position, backend.version, extra, sample_s)
+        with self._cond:
+            self.state.made[step] = pending
+            self.state.produced = step
+            self._cond.notify_all()
+        return pending
 
     def _run(self, first: int) -> None:
         s = self.state
         try:
             for step in range(first, self.last + 1):
-                pending = self._produce(step, first)
+                pending = self._produce(step)
                 if pending is None or not self._put(pending):
                     return
             while not s.stopping:  # the last batches are out: keep serving evaluations

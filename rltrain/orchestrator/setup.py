@@ -17,6 +17,7 @@ from rltrain.config import Config
 from rltrain.distributed import Dist
 from rltrain.envs.scoring import Scorer
 from rltrain.kinds.base import RunnerContext
+from rltrain.orchestrator import inflight
 from rltrain.orchestrator.adapter_sync import AdapterSync, LandedRule, SyncSettings
 from rltrain.orchestrator.assemble import GroupSettings
 from rltrain.orchestrator.backends import TrainerModel, make_backend
@@ -106,6 +107,15 @@ def build_engine(spec: RunSpec, policy: Policy, *, live_dir: Path, dist: Dist) -
     )
 
 
+@dataclass
+class Resumed:
+    """Where a run starts: the step it continues after (0: a new run), and the batches its checkpoint kept
+    in flight (inflight.py)."""
+
+    step: int
+    in_flight: dict[str, Any] | None = None
+
+
 def start_policy(
     spec: RunSpec, rec: Recorder, resume_from: Path | None, device: torch.device
 ) -> tuple[Policy, dict[str, Any] | None]:
@@ -133,7 +143,9 @@ def latest_for_resume(run_dir: Path, resume: Path | None, dist: Dist) -> Path | 
     return latest
 
 
-def make_source(cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist, start: int) -> RolloutSource:
+def make_source(
+    cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist, resumed: Resumed
+) -> RolloutSource:
     """Serial, or a producer thread `max_async_level` steps ahead where the backend allows it."""
     draw = Draw(engine.collector, sampler, engine.prompting, dist, cfg.prompts_per_step)
     if cfg.async_level == 0:
@@ -145,7 +157,8 @@ def make_source(cfg: Config, engine: Engine, sampler: PromptSampler, dist: Dist,
             )
         return SerialSource(draw, engine.sync)
     _share_cores(engine)
-    return AsyncSource(draw, engine.sync, start, ahead=cfg.async_level, last=cfg.max_steps)
+    kept = inflight.restore(resumed.in_flight, cfg.async_level, dist)
+    return AsyncSource(draw, engine.sync, resumed.step, ahead=cfg.async_level, last=cfg.max_steps, kept=kept)
 
 
 def _share_cores(engine: Engine) -> None:

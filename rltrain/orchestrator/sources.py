@@ -4,6 +4,7 @@ setup.py's `make_source` picks one."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,6 +28,7 @@ class Batch:
     position: dict[str, int]  # the prompt order after this batch: what a checkpoint after it saves
     version: int  # the adapter version (optimizer steps applied) the batch was sampled with
     wait_s: float = 0.0  # how long the trainer waited for it (async: the sampling not overlapped)
+    sample_s: float = 0.0  # the engine's wall time sampling it (episodes, not their scoring)
     extra: dict[str, float] = field(default_factory=dict)  # the producer's own metrics (landed check)
 
 
@@ -40,11 +42,12 @@ class Pending:
     position: dict[str, int]
     version: int
     extra: dict[str, float] = field(default_factory=dict)
+    sample_s: float = 0.0  # this rank's sampling wall time
 
     def take(self, dist: Dist) -> Batch:
         """Its scoring's result (or error), gathered over the ranks: a collective, on the trainer's thread."""
         rollouts = gather(self.mine.result(), self.sampling, dist)
-        return Batch(rollouts, self.position, self.version, extra=self.extra)
+        return Batch(rollouts, self.position, self.version, extra=self.extra, sample_s=self.sample_s)
 
 
 class RolloutSource(Protocol):
@@ -65,8 +68,17 @@ class RolloutSource(Protocol):
         ...
 
     def rewind(self) -> None:
-        """Batches drawn and not trained on are dropped (a stop request, a guard's rollback): the next
-        draw, or a resume, takes the same prompts."""
+        """A batch was drawn but not trained on (a stop request): resume draws the same prompts, or
+        (sampling ahead) the stop's checkpoint keeps it in flight."""
+        ...
+
+    def restart(self) -> None:
+        """Batches drawn and not trained on are dropped (a guard's rollback): the next draw takes the
+        same prompts, sampled with the adapter published next."""
+        ...
+
+    def in_flight(self, step: int) -> list[Pending]:
+        """The batches sampled ahead for the steps after `step` (none serially): a checkpoint keeps them."""
         ...
 
     def publish(self, step: int, adapter: Adapter) -> dict[str, float]:
@@ -116,14 +128,24 @@ class SerialSource:
 
     def next(self, step: int) -> Batch:
         rows, sampling, position = self.draw.rows(step)
-        mine = self.draw.collector.collect(rows, sampling)
-        return Batch(gather(mine, sampling, self.draw.dist), position, self.draw.collector.backend.version)
+        began = time.perf_counter()
+        sampled = self.draw.collector.sample(rows, sampling)
+        sample_s = time.perf_counter() - began
+        mine = self.draw.collector.finish(sampled)
+        version = self.draw.collector.backend.version
+        return Batch(gather(mine, sampling, self.draw.dist), position, version, sample_s=sample_s)
 
     def rewind(self) -> None:
         self.draw.sampler.load_state_dict(self.position)
 
+    def restart(self) -> None:
+        self.rewind()
+
     def consumed(self, batch: Batch) -> None:
         self.position = batch.position
+
+    def in_flight(self, step: int) -> list[Pending]:
+        return []
 
     def publish(self, step: int, adapter: Adapter) -> dict[str, float]:
         out = self.sync.land(adapter)
