@@ -131,7 +131,7 @@ def instrument(events: Events) -> None:
         events.wrap_async(SubprocessRuntime, "run", "program", _program_secret)  # the program, per turn
         events.wrap_async(SubprocessRuntime, "start", "runtime_start")
         events.wrap_async(SubprocessRuntime, "teardown", "runtime_teardown")
-        from rltrain.rollout.v1_runner import V1Runner
+        from rltrain.kinds.verifiers import V1Runner
 
         events.wrap_async(V1Runner, "_episodes", "episodes")
         from verifiers.v1.interception.server import InterceptionServer
