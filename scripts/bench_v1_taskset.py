@@ -10,7 +10,9 @@ step's sampling time is all episode time. One torch thread.
 For `v1`, timers split the episodes' wall time: the harness program's processes (one interpreter per
 turn: verifiers' null harness relaunches its chat program for every turn, on the conversation so far),
 the time from a program's launch to its first request at the endpoint (interpreter start and imports),
-requests through the endpoint, and the engine's own sampling. Modes alternate over `--rounds`, each
+requests through the endpoint, and the engine's own sampling; and each step's CPU seconds of the
+training process (the endpoint, verifiers' interception server, the engine and the trainer; the
+harness programs are processes of their own and not in it). Modes alternate over `--rounds`, each
 run its own subprocess; step 1 is warm-up and left out.
 
     .venv/bin/python scripts/bench_v1_taskset.py [--steps 5] [--rounds 2] [--out docs/bench_v1_taskset.json]
@@ -196,11 +198,7 @@ def run_child(mode: str, steps: int) -> dict[str, Any]:
     instrument(events)
     per_step: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-v1-") as tmp:
-        if mode == "v1-nowindow":  # each request to the engine as it comes (before the batch window)
-            import rltrain.kinds.verifiers as kind
-
-            kind.BATCH_WINDOW_S = 0.0
-        if mode.startswith("v1"):
+        if mode == "v1":
             entry: dict[str, Any] = {"name": "count", "path": str(FIXTURES), "harness": {"id": "null"}}
             entry["taskset"] = {"id": "count-turns-v1", "turns": TURNS}
         else:
@@ -266,7 +264,7 @@ def report(result: dict[str, Any]) -> None:
             f"turns {s['median_turns_mean']}, "
             f"errored {s['errored_rollouts']}"
         )
-        if mode.startswith("v1"):
+        if mode == "v1":
             for k, v in s["split_median"].items():
                 print(f"          {k:34} {v:.3f}")
     if result.get("ratio_v1_over_native") is not None:
@@ -280,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--modes", default="v1,native")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench_v1_taskset.json")
-    ap.add_argument("--child", choices=("v1", "v1-nowindow", "native"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("v1", "native"), help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:

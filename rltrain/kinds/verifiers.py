@@ -43,9 +43,6 @@ PROMPT_ESTIMATE = 512  # verifiers renders its own prompts: a budget for sizing,
 # verifiers' error types that are the model's doing (a reward that raised on its answer); a
 # ProviderError is the model's when the endpoint answered 400 (its conversation outgrew the context)
 MODEL_ERRORS = frozenset({"TaskError"})
-# how long a request waits for the step's other episodes while their harness programs are between
-# model calls (starting, exiting): a turn's requests in one engine call, not one call each
-BATCH_WINDOW_S = 0.25
 
 
 class VerifiersEnv:
@@ -109,8 +106,7 @@ class V1Runner:
         self._warm = _warm_python(prepare_offline_harness())
         if self._warm is not None:  # each turn's chat program: a fork of a warm interpreter
             prepare_offline_harness(self._warm.interpreter)
-        self._playing = 0  # episodes in flight: in the harness, or waiting for the engine
-        self.batcher = Batcher(backend, BATCH_WINDOW_S, busy=lambda: self._playing > self.batcher.waiting)
+        self.batcher = Batcher(backend)
         self.endpoint = Endpoint(self.batcher, MODEL_NAME, max_context, len(ctx.encoder.tokenizer))
         self._run(self._start())
         self.token_var = TOKEN_VAR
@@ -183,14 +179,10 @@ class V1Runner:
         return out
 
     async def _one(self, env: V1Env, run_slot: Any, ctx: Any) -> Any:
-        self._playing += 1
         try:
             return await asyncio.wait_for(env.vf_env.run_slot(run_slot, ctx), self.timeout_s)
         except TimeoutError:
             return None
-        finally:
-            self._playing -= 1
-            self.batcher.nudge()  # the requests waiting for this one go now
 
     def _context(self, env: V1Env, sampling: SamplingParams) -> Any:
         import verifiers.v1 as vf

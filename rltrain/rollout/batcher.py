@@ -26,7 +26,6 @@ class Batcher:
         self._wake = asyncio.Event()
         self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self._task: asyncio.Task[None] | None = None
-        self.waiting = 0  # requests asked for and not yet answered
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._dispatch())
@@ -47,11 +46,7 @@ class Batcher:
         fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         self._pending.append((request, sampling, fut))
         self._wake.set()
-        self.waiting += 1
-        try:
-            return await fut
-        finally:
-            self.waiting -= 1
+        return await fut
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
