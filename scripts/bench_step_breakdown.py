@@ -6,15 +6,16 @@ goes through: sampling and the trainer step (the model's time); reward scoring (
 processes), the batch's metrics, metrics.jsonl, the rollouts file, run.json, TensorBoard, the progress
 bar, checkpoints, curves, adapter sync and the sampler's weight snapshot (everything else). Timers
 are per thread; the trainer thread's cycle (end of one step to the end of the next, as bench_vs_trl
-measures it) minus what they cover is Python dispatch. Each mode (`default`: the config as written;
-`serial`: max_async_level = 0) is its own subprocess, alternating over `--rounds`; the first step of
-each run is warm-up and left out.
+measures it) minus what they cover is Python dispatch. Each mode (`default`: the config as written,
+where max_async_level "auto" is serial on CPU; `serial`: max_async_level = 0; `async`: 1) is its own
+subprocess, alternating over `--rounds`; the first step of each run is warm-up and left out. A mode
+with `@N` (`default@1`) sets N torch threads first (torch's own default: one per core).
 
 Timers find their functions by name wherever rltrain imported them, so a module that moves keeps
 being measured; a name that no longer exists is reported, not fatal.
 
     .venv/bin/python scripts/bench_step_breakdown.py [--config configs/demo.toml] [--steps 30]
-        [--modes default,serial] [--rounds 2] [--out docs/bench_step_breakdown.json]
+        [--modes default,default@1,async] [--rounds 2] [--out docs/bench_step_breakdown.json]
     .venv/bin/python scripts/bench_step_breakdown.py --profile /tmp/step.html   # + a pyinstrument profile
 """
 
@@ -50,8 +51,8 @@ TARGETS: dict[str, list[str]] = {
     "train_step": ["rltrain.trainer.step:train_step"],
     # everything else
     "scoring_ipc": ["rltrain.envs.scoring:Scorer.score"],
-    "finish": ["rltrain.rollout.collect:Collector.finish"],
-    "batch_metrics": ["rltrain.rollout.collect:gather"],
+    "finish": ["rltrain.orchestrator.collect:Collector.finish"],
+    "batch_metrics": ["rltrain.orchestrator.shares:gather"],
     "log_step": ["rltrain.recorder:Recorder.log_step"],
     "metrics_jsonl": ["rltrain.record:append_jsonl"],
     "run_json": ["rltrain.recorder:Recorder.save"],
@@ -64,16 +65,22 @@ TARGETS: dict[str, list[str]] = {
     "curves": ["rltrain.recorder:Recorder.write_curves"],
     "adapter_export": ["rltrain.checkpoint:export_copy"],
     "adapter_sync": [
-        "rltrain.adapter_sync:AdapterSync.push",
-        "rltrain.adapter_sync:AdapterSync.load",
-        "rltrain.adapter_sync:AdapterSync.export",
-        "rltrain.adapter_sync:trainer_probe",
+        "rltrain.orchestrator.adapter_sync:AdapterSync.push_first",
+        "rltrain.orchestrator.adapter_sync:AdapterSync.export",
+        "rltrain.orchestrator.adapter_sync:AdapterSync.probed",
+        "rltrain.orchestrator.adapter_sync:AdapterSync.land",
+        "rltrain.orchestrator.adapter_sync:AdapterSync.check",
     ],
     "weight_snapshot": ["rltrain.rollout.hf_backend:HFBackend.hold"],
-    "batch_wait": ["rltrain.sources:AsyncSource.next", "rltrain.sources:SerialSource.next"],
-    "gate": ["rltrain.sources:AsyncSource.before_update"],
+    "batch_wait": [
+        "rltrain.orchestrator.producer:AsyncSource.next",
+        "rltrain.orchestrator.sources:SerialSource.next",
+    ],
+    "gate": ["rltrain.orchestrator.producer:AsyncSource.before_update"],
 }
 MODEL = ("sample", "train_step")
+# modes besides `default` (the config as written; max_async_level "auto" is serial on CPU)
+LEVELS = {"serial": 0, "async": 1}
 # parent -> the labels timed inside it (exclusive time = parent - children, on the same thread)
 NESTED = {
     "finish": ("scoring_ipc",),
@@ -145,7 +152,7 @@ class Timers:
 def _import_all() -> None:
     """Import the modules that hold timed functions first, so references to them can be replaced."""
     modules = {name.split(":")[0] for names in TARGETS.values() for name in names}
-    for module in sorted(modules) + ["rltrain.run", "rltrain.engine", "rltrain.sources"]:
+    for module in sorted(modules) + ["rltrain.run", "rltrain.orchestrator.setup"]:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
 
@@ -160,11 +167,16 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="bench-breakdown-") as tmp:
         overrides = [f"--run.output_dir={json.dumps(tmp)}", f"--max_steps={args.steps}"]
-        if args.child == "serial":
-            overrides.append("--max_async_level=0")
+        level, _, threads = args.child.partition("@")
+        if level in LEVELS:
+            overrides.append(f"--max_async_level={LEVELS[level]}")
+        if threads:  # before the run: sampling ahead halves what it finds (setup._share_cores)
+            import torch
+
+            torch.set_num_threads(int(threads))
         cfg = load_config(args.config, overrides)
         cycles: list[dict[str, Any]] = []
-        last = [time.perf_counter(), time.process_time(), time.thread_time(), timers.snapshot()]
+        last: list[Any] = [time.perf_counter(), time.process_time(), time.thread_time(), timers.snapshot()]
 
         def on_step(step: int, metrics: dict[str, Any]) -> None:  # on the trainer thread
             now, cpu, mine, snap = (
@@ -296,11 +308,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "demo.toml")
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--modes", default="default,serial", help="default (the config as written), serial")
+    ap.add_argument(
+        "--modes",
+        default="default,default@1,async",
+        help="default (the config as written), serial (0), async (1); '@N': N torch threads",
+    )
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--profile", help="write a pyinstrument HTML profile of the (last) run here")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench_step_breakdown.json")
-    ap.add_argument("--child", choices=("default", "serial"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:

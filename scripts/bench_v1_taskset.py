@@ -10,7 +10,9 @@ step's sampling time is all episode time. One torch thread.
 For `v1`, timers split the episodes' wall time: the harness program's processes (one interpreter per
 turn: verifiers' null harness relaunches its chat program for every turn, on the conversation so far),
 the time from a program's launch to its first request at the endpoint (interpreter start and imports),
-requests through the endpoint, and the engine's own sampling. Modes alternate over `--rounds`, each
+requests through the endpoint, and the engine's own sampling; and each step's CPU seconds of the
+training process (the endpoint, verifiers' interception server, the engine and the trainer; the
+harness programs are processes of their own and not in it). Modes alternate over `--rounds`, each
 run its own subprocess; step 1 is warm-up and left out.
 
     .venv/bin/python scripts/bench_v1_taskset.py [--steps 5] [--rounds 2] [--out docs/bench_v1_taskset.json]
@@ -131,7 +133,7 @@ def instrument(events: Events) -> None:
         events.wrap_async(SubprocessRuntime, "run", "program", _program_secret)  # the program, per turn
         events.wrap_async(SubprocessRuntime, "start", "runtime_start")
         events.wrap_async(SubprocessRuntime, "teardown", "runtime_teardown")
-        from rltrain.rollout.v1_runner import V1Runner
+        from rltrain.kinds.verifiers import V1Runner
 
         events.wrap_async(V1Runner, "_episodes", "episodes")
         from verifiers.v1.interception.server import InterceptionServer
@@ -217,14 +219,14 @@ def run_child(mode: str, steps: int) -> dict[str, Any]:
                 "run": {"output_dir": tmp, "seed": 0, "progress": False, "tensorboard": False},
             }
         )
-        last = [time.perf_counter()]
+        last = [time.perf_counter(), time.process_time()]
 
         def on_step(step: int, metrics: dict[str, Any]) -> None:
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.process_time()
             keep = ("step_s", "rollout_s", "train_s", "turns_mean", "output_tokens", "errored_rollouts")
-            row = {"step": step, "cycle_s": now - last[0]} | {k: metrics.get(k) for k in keep}
-            per_step.append(row | {"split": split(*events.take())})
-            last[0] = now
+            row = {"step": step, "cycle_s": now - last[0], "cycle_cpu_s": cpu - last[1]}
+            per_step.append(row | {k: metrics.get(k) for k in keep} | {"split": split(*events.take())})
+            last[:] = [now, cpu]
 
         train(cfg, on_step=on_step)
     return {"mode": mode, "steps": per_step}
@@ -244,7 +246,7 @@ def spawn(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     steps = [s for r in runs for s in r["steps"][1:]]  # step 1: warm-up
     out: dict[str, Any] = {"steps_measured": len(steps)}
-    for key in ("step_s", "rollout_s", "train_s", "cycle_s", "turns_mean", "output_tokens"):
+    for key in ("step_s", "rollout_s", "train_s", "cycle_s", "cycle_cpu_s", "turns_mean", "output_tokens"):
         values = [s[key] for s in steps if s.get(key) is not None]
         out[f"median_{key}"] = statistics.median(values) if values else None
     keys = {k for s in steps for k in s["split"]}
@@ -258,7 +260,8 @@ def report(result: dict[str, Any]) -> None:
     for mode, s in result["modes"].items():
         print(
             f"  {mode:7} step {s['median_step_s']:.3f} s (rollouts {s['median_rollout_s']:.3f} s, "
-            f"train {s['median_train_s']:.3f} s), turns {s['median_turns_mean']}, "
+            f"train {s['median_train_s']:.3f} s), this process's CPU {s['median_cycle_cpu_s']:.3f} s, "
+            f"turns {s['median_turns_mean']}, "
             f"errored {s['errored_rollouts']}"
         )
         if mode == "v1":
@@ -266,6 +269,7 @@ def report(result: dict[str, Any]) -> None:
                 print(f"          {k:34} {v:.3f}")
     if result.get("ratio_v1_over_native") is not None:
         print(f"  v1 / native step time: {result['ratio_v1_over_native']:.1f}x")
+        print(f"  v1 / native CPU of the training process: {result['cpu_ratio_v1_over_native']:.1f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,9 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             runs[mode].append(spawn(mode, args))
     load.append(os.getloadavg()[0])
     summary = {m: summarize(rs) for m, rs in runs.items()}
-    ratio = None
+    ratio = cpu_ratio = None
     if {"v1", "native"} <= summary.keys():
         ratio = summary["v1"]["median_step_s"] / summary["native"]["median_step_s"]
+        cpu_ratio = summary["v1"]["median_cycle_cpu_s"] / summary["native"]["median_cycle_cpu_s"]
     result = {
         "description": (
             f"tiny model, hf backend, {ROLLOUTS} rollouts x {TURNS} turns x <= {MAX_TOKENS} tokens, serial, "
@@ -301,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "modes": summary,
         "ratio_v1_over_native": ratio,
+        "cpu_ratio_v1_over_native": cpu_ratio,  # this process only: the harness programs are not in it
     }
     report(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ class EngineProbe:
             init(backend, *args, **kwargs)
             probe.backend = backend
 
-        Scheduler.schedule, VLLMBackend.sample, VLLMBackend.__init__ = counted, timed, kept  # type: ignore[method-assign]
+        Scheduler.schedule, VLLMBackend.sample, VLLMBackend.__init__ = counted, timed, kept  # type: ignore[method-assign,assignment]
 
 
 def run_child(model: str, steps: int, overrides: list[str]) -> dict[str, Any]:
