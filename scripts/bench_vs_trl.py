@@ -15,10 +15,11 @@ Progress bars and loggers are off for both. `rltrain-ahead` (max_async_level 1) 
 
 Time to reward: for each run, the first step whose reward reaches each threshold (0.5 and 0.9 of the
 reward's range [0, 1]), and the first whose 3-step mean (that step and the two before) does; its wall
-seconds count from the engine's start (after its imports; model load included). A run stops early once its 3-step mean
-has reached the top threshold. Seeds alternate the engines' order (A B, B A, ...) so drift in machine
-load hits both; each run is its own subprocess; the 1-minute load average is kept per run. Median
-s/step leaves out each run's first step (warm-up).
+seconds count from the engine's start (after its imports; model load included). A run stops early
+once its 3-step mean has reached the top threshold. Seeds alternate the engines' order (A B, B A,
+...) so drift in machine load hits both; each run is its own subprocess; the 1-minute load average
+is kept per run. Median s/step leaves out each run's first step (warm-up). `--table` prints the
+markdown tables of docs/benchmarks.md from the JSON.
 
     .venv-bench/bin/python scripts/bench_vs_trl.py [--cases tiny,smollm2] [--seeds 3]
         [--steps tiny=60,smollm2=24] [--only rltrain --only trl]
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,8 +169,10 @@ def _trl_args(case: Case, out_dir: str, steps: int, seed: int) -> Any:
 
     # the case's prompts x 8 generations per step, beta 0 (no reference model), no vLLM, fp32 on CPU
     sizes = dict(per_device_train_batch_size=GROUP * case.prompts, num_generations=GROUP)
-    sizes |= dict(max_completion_length=case.max_tokens, temperature=1.0)
-    plain = dict(beta=0.0, use_vllm=False, bf16=False, use_cpu=True, report_to=[], save_strategy="no")
+    sizes |= dict(max_completion_length=case.max_tokens)
+    plain = dict(
+        temperature=1.0, beta=0.0, use_vllm=False, bf16=False, use_cpu=True, report_to=[], save_strategy="no"
+    )
     run = dict(output_dir=out_dir, max_steps=steps, seed=seed, logging_steps=1, disable_tqdm=True)
     return GRPOConfig(learning_rate=case.lr, **sizes, **plain, **run)
 
@@ -305,7 +309,7 @@ def ttr_ratios(trl: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     run's seconds give a lower bound (">")."""
     out: dict[str, Any] = {}
     for key in ours["runs"][0]["to_threshold"]:
-        per_seed = []
+        per_seed: list[dict[str, Any] | None] = []
         for a, b in zip(trl["runs"], ours["runs"], strict=True):
             hit_a, hit_b = a["to_threshold"][key], b["to_threshold"][key]
             if hit_b is None:
@@ -353,8 +357,59 @@ def report(name: str, result: dict[str, Any]) -> None:
         print(f"  step rate {pair}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v))
     for pair, ratios in result["time_to_reward_ratios"].items():
         for key, seeds in ratios.items():
-            cells = [f"{s['bound'].strip('=')}{s['wall']:.2f}x" if s else "-" for s in seeds]
-            print(f"  time to {key}, {pair}: {' '.join(cells)}")
+            each = [f"{s['bound'].strip('=')}{s['wall']:.2f}x" if s else "-" for s in seeds]
+            print(f"  time to {key}, {pair}: {' '.join(each)}")
+
+
+def _seeds(hits: list[dict[str, float] | None], key: str, budget: list[int]) -> str:
+    fmt = ".0f" if key == "step" else ".1f"
+    return ", ".join(format(h[key], fmt) if h else f"never in {n}" for h, n in zip(hits, budget, strict=True))
+
+
+def _median_ratio(seeds: list[dict[str, Any] | None], key: str) -> str:
+    """The median over seeds; a lower bound (">") where TRL never reached it in the median seed."""
+    known = sorted((s for s in seeds if s), key=lambda s: s[key])
+    if len(known) < len(seeds):
+        return "-"
+    mid = known[len(known) // 2]
+    return f"{'>' if mid['bound'] == '>' else ''}{mid[key]:.2f}x"
+
+
+TTR_HEAD = "steps (per seed) | wall s from start (per seed) | TRL / rltrain wall, median (per seed) | steps"
+RATE_HEAD = "median s/step | cycle s | CPU s/cycle | s/step at full length | peak RSS MiB | load (1 min)"
+
+
+def table(results: dict[str, Any]) -> None:
+    """The markdown tables of docs/benchmarks.md, from the JSON."""
+    print(f"| case | threshold | engine | {TTR_HEAD} |\n|---|---|---|---|---|---|---|")
+    results = {name: res for name, res in results.items() if "time_to_reward_ratios" in res}
+    for name, res in results.items():
+        for pair, ratios in res["time_to_reward_ratios"].items():
+            trl, ours = (res["engines"][label] for label in pair.split(" / "))
+            for key, seeds in ratios.items():
+                for eng in (ours, trl):
+                    hits = [r["to_threshold"][key] for r in eng["runs"]]
+                    budget = [res["settings"]["steps"]] * len(hits)
+                    cells = f"{_seeds(hits, 'step', budget)} | {_seeds(hits, 'wall_s', budget)}"
+                    each = " ".join(_median_ratio([x], "wall") for x in seeds)
+                    ratio = f"{_median_ratio(seeds, 'wall')} ({each})"
+                    steps = _median_ratio(seeds, "steps")
+                    last = f"{ratio} | {steps}" if eng is ours else " | "
+                    print(f"| {name} | {key} | {eng['engine']} | {cells} | {last} |")
+    print()
+    print(f"| case | engine | {RATE_HEAD} |\n|---|---|---|---|---|---|---|---|")
+    for name, res in results.items():
+        for eng in res["engines"].values():
+            loads = [x for r in eng["runs"] for x in r["load_1min_before_after"]]
+            keys = ("median_step_s", "median_cycle_s", "median_cycle_cpu_s", "fit_full_length_step_s")
+            cells = " | ".join(_cell(eng[k], ".3f") for k in keys)
+            load = f"{min(loads):.1f}-{max(loads):.1f}"
+            print(f"| {name} | {eng['engine']} | {cells} | {eng['peak_rss_mib']:,.0f} | {load} |")
+        for pair, ratios in res["step_ratios"].items():
+            trl, ours = (res["engines"][label] for label in pair.split(" / "))
+            cpu = _ratio(trl, ours, "median_cycle_cpu_s")
+            four = [ratios["median_step_s"], ratios["median_cycle_s"], cpu, ratios["fit_full_length_step_s"]]
+            print(f"| {name} | {pair} | " + " | ".join(_cell(c, ".2f") + "x" for c in four) + " | | |")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -370,6 +425,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench_vs_trl.json")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--from-partial", action="store_true", help="summarize OUT.CASE.partial.jsonl, run nothing"
+    )
+    ap.add_argument("--parallel", type=int, default=1, help="seeds run side by side (default 1: in turn)")
+    ap.add_argument("--table", action="store_true", help="print the markdown tables of --out and exit")
     ap.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -388,11 +448,35 @@ def bench_case(name: str, engines: list[str], steps: int, args: argparse.Namespa
     threads = [int(t) for t in args.threads.split(",")] if args.threads else case.threads
     labels = {f"{e}@{t}": (e, t) for e in engines for t in threads}
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
-    for k in range(args.seeds):
+
+    partial = args.out.with_name(f"{args.out.stem}.{name}.partial.jsonl")  # each run as it ends
+    if not args.from_partial:
+        partial.unlink(missing_ok=True)
+
+    def one_seed(k: int) -> dict[str, dict[str, Any]]:
         order = list(labels) if k % 2 == 0 else list(reversed(labels))  # A B, B A: load drift hits both
+        done = {}
         for label in order:
-            engine, n = labels[label]
-            runs[label].append(spawn(engine, name, n, steps, args.seed + k))
+            done[label] = spawn(labels[label][0], name, labels[label][1], steps, args.seed + k)
+            with partial.open("a") as f:
+                f.write(json.dumps({"label": label} | done[label]) + "\n")
+        return done
+
+    # --parallel 2: seeds side by side (A B next to B A), on a machine too loaded to run them in turn
+    if args.from_partial:  # summarize the seeds every engine finished (a run cut short by a deadline)
+        for row in map(json.loads, partial.read_text().splitlines()):
+            runs[row.pop("label")].append(row)
+        seeds = set.intersection(*({r["seed"] for r in rs} for rs in runs.values()))
+        runs = {
+            label: sorted((r for r in rs if r["seed"] in seeds), key=lambda r: r["seed"])
+            for label, rs in runs.items()
+        }
+        args.seeds = len(seeds)
+    else:
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            for done in pool.map(one_seed, range(args.seeds)):
+                for label, result in done.items():
+                    runs[label].append(result)
     summary = {label: summarize(label, case, rs) for label, rs in runs.items()}
     trl = [label for label in labels if labels[label][0] == "trl"]
     best = min(trl, key=lambda label: summary[label]["median_step_s"] or float("inf")) if trl else None
@@ -409,6 +493,7 @@ def bench_case(name: str, engines: list[str], steps: int, args: argparse.Namespa
         f"budget {steps} steps, {args.seeds} seeds, engines alternating"
     )
     settings = {"description": desc, "steps": steps, "seeds": args.seeds, "seed": args.seed}
+    settings |= {"seeds_side_by_side": args.parallel}
     settings |= {"cpus": os.cpu_count(), "thresholds": THRESHOLDS, "warmup_steps_excluded": 1}
     settings |= {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return {
@@ -423,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         child(args)
+        return 0
+    if args.table:
+        table(json.loads(args.out.read_text()))
         return 0
     engines = args.only or list(DEFAULT_ENGINES)
     if "trl" in engines and importlib.util.find_spec("trl") is None:
