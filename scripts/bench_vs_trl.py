@@ -367,11 +367,12 @@ def _seeds(hits: list[dict[str, float] | None], key: str, budget: list[int]) -> 
 
 
 def _median_ratio(seeds: list[dict[str, Any] | None], key: str) -> str:
-    """The median over seeds; a lower bound (">") where TRL never reached it in the median seed."""
+    """The median over seeds (the lower of the middle two for an even count); a lower bound (">") where
+    TRL never reached it in that seed."""
     known = sorted((s for s in seeds if s), key=lambda s: s[key])
     if len(known) < len(seeds):
         return "-"
-    mid = known[len(known) // 2]
+    mid = known[(len(known) - 1) // 2]  # of an even count, the lower middle one
     return f"{'>' if mid['bound'] == '>' else ''}{mid[key]:.2f}x"
 
 
