@@ -140,6 +140,8 @@ def test_tool_calls_and_environment_messages_are_shown_apart_and_as_text(live: L
         browser.get(f"http://127.0.0.1:{live.port}/")
         browser.find_element(By.ID, "key").send_keys(KEY)
         browser.find_element(By.ID, "login").click()
+        # logged in (the session cookie set) before moving on: navigating at once aborted the login
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-id="tools"]'))
         browser.get(f"http://127.0.0.1:{live.port}/#/run/tools")
         WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".rollout .msg.tool"))
         text = {kind: [e.text for e in browser.find_elements(By.CSS_SELECTOR, f".rollout .msg.{kind}")]
