@@ -104,6 +104,9 @@ def resolve(value: Any) -> Any:
 
 
 def _finite(value: Any, label: str) -> float:
+    if isinstance(value, (str, bytes)):  # float("1.0") would pass it: a bug in the function, said once
+        kind = type(value).__name__
+        raise TypeError(f"reward function {label} returned {kind} {value!r:.40}, not a number")
     number = float(value)
     if not math.isfinite(number):
         raise NonFiniteReward(f"reward function {label} returned {number}")

@@ -143,3 +143,13 @@ def test_hanging_reward_is_timed_out_and_the_process_exits_at_once(run_config, t
     assert sum(r["env/slow_env/errored_rollouts"] for r in rows) > 0
     # the hung calls were killed with their workers: nothing keeps the process alive after its last step
     assert elapsed < 60, elapsed
+
+
+@pytest.mark.parametrize("value", ["1.0", b"1", "high"])
+def test_a_reward_returning_text_is_an_error_naming_the_function(value: str | bytes) -> None:
+    def says(completion: str) -> object:
+        return value
+
+    env = Environment([{"question": "q"}], [says])
+    with pytest.raises(TypeError, match=r"^reward function says returned (str|bytes) .*, not a number$"):
+        env.score(env.rows[0], "x")
